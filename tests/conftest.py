@@ -1,0 +1,14 @@
+import os, sys, subprocess
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def run_cli(*args, timeout=600, env=None):
+    "Run `python -m flower_tl ARGS` in a subprocess and return the CompletedProcess."
+    e = dict(os.environ, MPLBACKEND='Agg', **(env or {}))
+    return subprocess.run([sys.executable, '-m', 'flower_tl', *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=e, cwd=ROOT)
+
+@pytest.fixture
+def cli(): return run_cli
