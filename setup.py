@@ -28,6 +28,7 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 lite_requirements = shlex.split(cfg.get('lite_requirements', ''))
+flowers102_requirements = shlex.split(cfg.get('flowers102_requirements', ''))
 
 setuptools.setup(
     name = cfg['lib_name'],
@@ -43,7 +44,7 @@ setuptools.setup(
     package_data = {cfg['lib_name']: ['sample_data/*.json', 'sample_data/*.csv', 'sample_data/*.md',
                                       'sample_data/*/*', 'sample_data/*/*/*']},
     install_requires = requirements,
-    extras_require = {'dev': dev_requirements, 'lite': lite_requirements},
+    extras_require = {'dev': dev_requirements, 'lite': lite_requirements, 'flowers102': flowers102_requirements},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),
