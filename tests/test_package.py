@@ -37,10 +37,11 @@ def test_sample_is_bundled():
     size = sum(f.stat().st_size for f in p.rglob('*') if f.is_file())
     assert size < 5e6, f"bundled sample is {size/1e6:.1f} MB; keep it to a few MB"
 
-def test_demo_runs():
-    r = run_cli('demo')
+def test_demo_runs(tmp_path):
+    r = run_cli('demo', '--out', tmp_path/'demo')
     assert r.returncode == 0, r.stderr
-    assert 'train: 96 images in 6 classes' in r.stdout
+    assert 'train: 96 images in 6 classes' in r.stdout and 'test accuracy: ' in r.stdout
+    assert (tmp_path/'demo'/'best.pth').is_file() and (tmp_path/'demo'/'test_predictions.csv').is_file()
 
 def test_user_error_is_one_line():
     r = run_cli('demo', '--data', 'no/such/folder')
