@@ -7,11 +7,12 @@ __all__ = ['DEFAULT_LR', 'DEMO_SIZE', 'DEMO_FREEZE_EPOCHS', 'DEMO_EPOCHS', 'out_
            'predict_job', 'evaluate_job', 'describe_data', 'demo', 'main']
 
 # %% ../nbs/05_cli.ipynb #5f697385
-import argparse, json, sys, time
+import argparse, contextlib, json, os, sys, time
 from pathlib import Path
 
 from . import __version__
 from .data import FlowerData, UserError, sample_path
+from .distributed import Dist, DistributedError, dist_env
 from .predict import Predictor, atomic_open, check_device, check_writable, csv_accuracy
 from .train import ARCHS, RESNETS, Learner, arch_info, create_model, resnet_cache_file
 
@@ -97,31 +98,43 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
               device=None, # 'cpu', 'cuda', ...; the best available if None
               download:bool=True, # Download missing ResNet ImageNet weights (the Lite0 ones are always local)
               progress:bool=None, # Progress bars; None: on a terminal only
+              resume=None, # The `last.pth` of an interrupted run to continue (with that run's settings); `out` its folder if None
              ) -> dict: # `out`, `checkpoint` (best.pth), `metrics` (as in metrics.json) and the `learner`
     "`flower_tl train`: fine-tune a pretrained CNN; write the best checkpoint, curves and metrics into `out`."
     if lr is not None and lr_find: raise UserError("give either --lr or --lr-find, not both")
     arch_info(arch); _need_dir(data, 'data folder')
-    out = out_dir(out if out is not None else fresh_dir('runs', f'{arch}-'), overwrite, create=False)
+    if resume is not None:  # continue in the interrupted run's folder, which holds its checkpoints
+        resume = Path(resume).expanduser()
+        if not resume.is_file(): raise UserError(f"--resume {resume}: no such file; give the last.pth of the run to continue")
+        if lr_find: raise UserError("--resume continues with the interrupted run's learning rate: give --lr, not --lr-find")
+        out, overwrite = resume.parent if out is None else out, True
+    dist = Dist.from_env(device)  # one process, or one of several started by torchrun
+    # every process writes into rank 0's folder (a new one is named by the clock, which differs between them)
+    out = out_dir(dist.broadcast(out if out is not None else fresh_dir('runs', f'{arch}-')), overwrite, create=False)
+    if dist.local_rank: dist.barrier('waiting for the first process of this machine to fetch the weights')
     fd, model = _setup(data, arch, weights, size, bs, num_workers, seed, download)
-    out = out_dir(out, overwrite)
-    learn = Learner(fd, model, device=device, path=out, seed=seed, progress=_tty(progress))
+    if not dist.local_rank: dist.barrier('waiting for the other processes to read the data')
+    if dist.is_main: out = out_dir(out, overwrite)   # every process has checked it; rank 0 alone writes
+    learn = Learner(fd, model, device=device, path=out, seed=seed, progress=_tty(progress), dist=dist)
     _say(f"training {arch} at {fd.size} px on {learn.device}: {len(fd.train_ds)} training and {len(fd.valid_ds)} "
-         f"validation images in {fd.n_classes} classes; writing into {out}")
+         f"validation images in {fd.n_classes} classes; writing into {out}" +
+         (f"; {dist.world_size} processes, {bs} images per step over all of them" if dist.enabled else ''))
     if lr_find:
         res = _range_test(learn)
-        _save_fig(res.plot(), out/'lr_find.png', overwrite)
-        lr = float(res.suggestion)
+        lr = float(dist.broadcast(float(res.suggestion)))  # every process runs the same sweep; rank 0's answer counts
+        if dist.is_main: _save_fig(res.plot(), out/'lr_find.png', overwrite)
         _say(f"lr_find suggests lr={lr:.3g} (plot: {out/'lr_find.png'})")
     lr = DEFAULT_LR if lr is None else lr
     t0 = time.time()
-    learn.fine_tune(freeze_epochs, epochs, lr)
-    _save_fig(learn.plot_curves(), out/'curves.png', overwrite)
-    _save_fig(learn.plot_epochs(), out/'epochs.png', overwrite)
+    learn.fine_tune(freeze_epochs, epochs, lr, resume=resume)
     metrics = dict(flower_tl=__version__, arch=arch, data=str(fd.path), size=fd.size, bs=bs, seed=seed,
-                   device=str(learn.device), lr=lr, lr_found=lr_find, freeze_epochs=freeze_epochs, epochs=epochs,
+                   device=str(learn.device), processes=dist.world_size, lr=lr, lr_found=lr_find, freeze_epochs=freeze_epochs, epochs=epochs,
                    best_epoch=learn.best_epoch, best_val_acc=learn.best_acc, seconds=round(time.time() - t0, 1),
                    classes=fd.classes, names=fd.names, history=learn.history)
-    _write_json(out/'metrics.json', metrics, overwrite)
+    if dist.is_main:
+        _save_fig(learn.plot_curves(), out/'curves.png', overwrite)
+        _save_fig(learn.plot_epochs(), out/'epochs.png', overwrite)
+        _write_json(out/'metrics.json', metrics, overwrite)
     _say(f"best validation accuracy {learn.best_acc:.1%} at epoch {learn.best_epoch}; wrote best.pth (predict with "
          f"it), last.pth (to resume), curves.png, epochs.png and metrics.json into {out}")
     return dict(out=out, checkpoint=out/'best.pth', metrics=metrics, learner=learn)
@@ -151,7 +164,7 @@ def lr_find_job(data, # Folder with `train/<category>/`, `valid/<category>/` and
     fd, model = _setup(data, arch, weights, size, bs, num_workers, seed, download)
     learn = Learner(fd, model, device=device, seed=seed, progress=_tty(progress), verbose=False)
     res = _range_test(learn)
-    _save_fig(res.plot(), plot, overwrite)
+    if learn.dist.is_main: _save_fig(res.plot(), plot, overwrite)
     _say(f"suggested learning rate: {res.suggestion:.3g} (use it with: flower_tl train --lr {res.suggestion:.2g} ...); "
          f"plot: {plot}")
     return res
@@ -206,8 +219,9 @@ def evaluate_job(checkpoint, # A checkpoint written by `flower_tl train` or `sav
     pred = Predictor.from_checkpoint(checkpoint, device)
     ev = pred.evaluate(folder, bs=bs, tta=tta, skip_bad=skip_bad, num_workers=num_workers, progress=progress)
     print(ev.summary())
-    _write_json(json_path, dict(checkpoint=str(checkpoint), **ev.to_dict()), overwrite)
-    _save_fig(ev.plot_mistakes(n=12, ncols=4), plot, overwrite)
+    if pred.dist.is_main:
+        _write_json(json_path, dict(checkpoint=str(checkpoint), **ev.to_dict()), overwrite)
+        _save_fig(ev.plot_mistakes(n=12, ncols=4), plot, overwrite)
     print(f"wrote {json_path} and {plot}")
     return ev
 
@@ -249,7 +263,7 @@ def demo(data=None, # Folder with `train/`, `valid/`, maybe `test/` and `test_la
     res = train_job(path, 'efficientnet_lite0', epochs=epochs, freeze_epochs=freeze_epochs, lr=DEFAULT_LR, size=size,
                     bs=32, num_workers=num_workers, out=out, overwrite=overwrite, device=device, download=False,
                     progress=progress)
-    ckpt, files, test_acc = res['checkpoint'], [], None
+    out, ckpt, files, test_acc = res['out'], res['checkpoint'], [], None
     if (path/'test').is_dir():
         _say(f"\n== 2/3 predict test/ to CSV")
         predict_job(ckpt, path/'test', out/'test_predictions.csv', overwrite=overwrite, device=device, progress=progress)
@@ -305,6 +319,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument('--lr-find', action='store_true', help="run the range test first and use its suggestion")
     t.add_argument('--out', type=Path, default=None, metavar='DIR', help="output folder (default: a new runs/<arch>-<time>/)")
     t.add_argument('--overwrite', action='store_true', help="write into a non-empty --out")
+    t.add_argument('--resume', type=Path, default=None, metavar='FILE',
+                   help="continue an interrupted run from its last.pth, with the same other arguments (writes into its folder)")
 
     l = sub.add_parser('lr-find', parents=[common, model], help="run the learning-rate range test and plot it",
                        description="Raise the learning rate step by step over one short run, plot the loss, and "
@@ -358,7 +374,7 @@ def _run(args):
     if args.device is not None: check_device(args.device)
     if c == 'train':
         train_job(args.data, args.arch, args.weights, args.epochs, args.freeze_epochs, args.lr, args.lr_find, args.size,
-                  args.bs, w, args.seed, args.out, args.overwrite, args.device, not args.offline)
+                  args.bs, w, args.seed, args.out, args.overwrite, args.device, not args.offline, resume=args.resume)
     elif c == 'lr-find':
         lr_find_job(args.data, args.arch, args.weights, args.size, args.bs, w, args.seed, args.plot, args.overwrite,
                     args.device, not args.offline)
@@ -372,14 +388,22 @@ def _run(args):
         demo(args.data, args.out, args.overwrite, args.epochs, args.freeze_epochs, args.size, w, args.device)
 
 def main(argv:list=None # Arguments, without the program name; `sys.argv[1:]` if None
-        ) -> int: # Exit status: 0 on success, 2 on a user error
+        ) -> int: # Exit status: 0 on success, 2 on a user error, 1 when another process of the run failed
     "Run the `flower_tl` command line."
     p = _parser()
     args = p.parse_args(argv)
     if args.command is None:
         p.print_help()
         return 0
-    try: _run(args)
+    try:
+        with contextlib.ExitStack() as stack:
+            if dist_env().rank != 0:  # under torchrun only rank 0 prints; errors still show, on stderr
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, 'w'))))
+            _run(args)
+    except DistributedError as e:
+        if args.debug: raise
+        print(f"flower_tl {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
     except UserError as e:
         if args.debug: raise
         print(f"flower_tl {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)

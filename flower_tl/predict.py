@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .data import BadImageError, ImageList, TestDataset, UserError, eval_transform, load_rgb
+from .distributed import Dist
 from .train import default_device, model_from_checkpoint
 
 # %% ../nbs/04_predict.ipynb #43613fa3
@@ -165,24 +166,30 @@ class Predictor:
                  device=None, # Where to run the model: 'cpu', 'cuda', ...; the best available (`default_device()`) if None
                  arch:str=None, # Name of the architecture, for the record
                  channels_last:bool=True, # Run in channels-last memory layout (faster for these CNNs on CPU and GPU)
+                 dist:Dist=None, # Processes that share folder predictions; from torchrun's variables (one process) if None
                 ):
         self.classes = [str(c) for c in classes]
         if isinstance(names, dict): names = [names.get(c, c) for c in self.classes]
         self.names = [str(n) for n in names] if names is not None else list(self.classes)
         if len(self.names) != len(self.classes): raise ValueError(f"{len(self.names)} names for {len(self.classes)} classes")
         self.mean, self.std, self.size, self.arch = tuple(mean), tuple(std), int(size), arch
-        self.device, self.channels_last = check_device(device), bool(channels_last)
+        self.dist = dist if dist is not None else Dist.from_env(device)
+        self.device = self.dist.device if self.dist.enabled else check_device(device)
+        self.channels_last = bool(channels_last)
         self.model = model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
         self.transform = eval_transform(self.size, self.mean, self.std)
 
     @classmethod
     def from_checkpoint(cls, path, # A checkpoint written by `flower_tl.train.save_checkpoint`
                         device=None, # Where to run the model; the best available if None
+                        dist:Dist=None, # Processes that share folder predictions; from torchrun's variables if None
                        ) -> 'Predictor':
         "Load a predictor from a checkpoint alone: no training data needed."
-        dev = check_device(device)
+        dist = dist if dist is not None else Dist.from_env(device)
+        dev = dist.device if dist.enabled else check_device(device)
         model, ckpt = model_from_checkpoint(path, device=dev)
-        return cls(model, ckpt['classes'], ckpt['names'], ckpt['mean'], ckpt['std'], ckpt['size'], dev, ckpt.get('arch'))
+        return cls(model, ckpt['classes'], ckpt['names'], ckpt['mean'], ckpt['std'], ckpt['size'], dev, ckpt.get('arch'),
+                   dist=dist)
 
     def __repr__(self):
         return (f"Predictor({self.arch or type(self.model).__name__}, {len(self.classes)} classes, "
@@ -234,24 +241,36 @@ class Predictor:
         return fig
 
     def _run(self, ds, bs, tta, skip_bad, num_workers, progress, desc):
-        "Predict an `ImageList` with names; return `(Predictions, targets)`."
+        "Predict an `ImageList` with names; return `(Predictions, targets)`. With several processes, each predicts a block."
         cpu = self.device.type == 'cpu'
         bs = _count('bs', (8 if cpu else 64) if bs is None else bs)
         num_workers = _count('num_workers', (0 if cpu else min(4, os.cpu_count() or 1)) if num_workers is None else num_workers, 0)
-        dl = DataLoader(_Tolerant(ds), batch_size=bs, shuffle=False, num_workers=num_workers, collate_fn=_collate,
-                        pin_memory=self.device.type == 'cuda')
-        probs, names, targets, skipped = [], [], [], []
-        with _progress(len(ds), desc, progress) as bar:
-            for x, y, nm, bad in dl:
-                if bad and not skip_bad:
-                    raise UserError(f"cannot read {len(bad)} image{'s'*(len(bad) > 1)} in {ds.root}: " +
-                                    '; '.join(f"{n} ({r})" for n, r in bad) +
-                                    "; replace or remove them, or pass skip_bad=True (--skip-bad) to skip unreadable images")
-                skipped += bad
-                if x is not None: probs.append(self.probs(x, tta)); names += nm; targets.append(y)
-                bar.update(len(nm) + len(bad))
+        d = self.dist
+        part = d.shard_range(len(ds))  # contiguous blocks in rank order: gathered, they are in file-name order again
+        dl = DataLoader(Subset(_Tolerant(ds), part), batch_size=bs, shuffle=False, num_workers=num_workers,
+                        collate_fn=_collate, pin_memory=self.device.type == 'cuda')
+        probs, names, targets, skipped, err = [], [], [], [], None
+        try:
+            with _progress(len(part), desc, progress if d.is_main else False) as bar:
+                for x, y, nm, bad in dl:
+                    if bad and not skip_bad:
+                        raise UserError(f"cannot read {len(bad)} image{'s'*(len(bad) > 1)} in {ds.root}: " +
+                                        '; '.join(f"{n} ({r})" for n, r in bad) +
+                                        "; replace or remove them, or pass skip_bad=True (--skip-bad) to skip unreadable images")
+                    skipped += bad
+                    if x is not None: probs.append(self.probs(x, tta)); names += nm; targets.append(y)
+                    bar.update(len(nm) + len(bad))
+        except UserError as e:
+            if not d.enabled: raise
+            err = str(e)  # every process must reach the gather below; then they all stop with this message
         probs = torch.cat(probs) if probs else torch.empty(0, len(self.classes))
         targets = torch.cat(targets) if targets else torch.empty(0, dtype=torch.long)
+        if d.enabled:
+            parts = d.gather_objects((probs, names, targets, skipped, err))
+            errs = [p[4] for p in parts if p[4]]
+            if errs: raise UserError(errs[0])
+            probs, targets = torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts])
+            names, skipped = [n for p in parts for n in p[1]], [s for p in parts for s in p[3]]
         return Predictions(ds.root, names, probs, self.classes, self.names, skipped, tta), targets
 
     def predict_folder(self, folder, # A folder of images, flat or nested
@@ -274,7 +293,8 @@ class Predictor:
         "Predict a folder and write the classic `file_name,id` CSV, refusing a bad `csv_path` before any work."
         check_writable(csv_path, overwrite); _count('topk', topk)
         preds = self.predict_folder(folder, **kwargs)
-        preds.to_csv(csv_path, details, topk, overwrite)
+        if self.dist.is_main: preds.to_csv(csv_path, details, topk, overwrite)  # one writer
+        self.dist.barrier('writing the CSV')  # every process returns once the file is there
         return preds
 
     def evaluate(self, folder, # A labelled folder, one subfolder per category id, like `valid/`

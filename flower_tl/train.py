@@ -22,6 +22,7 @@ from torch import nn
 from . import __version__
 from .data import UserError, IMAGENET_STATS, LITE_STATS
 from .lookahead import Lookahead
+from .distributed import Dist, mix_seed
 
 # %% ../nbs/03_train.ipynb #e8f04b52
 RESNETS = ('resnet18', 'resnet34', 'resnet50', 'resnet101')
@@ -415,6 +416,7 @@ class Learner:
                  seed:int=None, # Seed torch's generator and the training loader's now; leave them alone if None
                  progress:bool=True, # Show progress bars
                  verbose:bool=True, # Print the epoch table
+                 dist=None, # A `flower_tl.distributed.Dist`; from torchrun's variables (RANK, WORLD_SIZE, ...) if None
                 ):
         self.data, self.model = data, model
         self.arch = getattr(model, 'arch', None)
@@ -430,7 +432,9 @@ class Learner:
                               f"expect mean={info['mean']}, std={info['std']}: pass those to FlowerData.from_folder")
         self.loss_func = loss_func if loss_func is not None else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.opt_func = opt_func if opt_func is not None else sgd_lookahead
-        self.device = torch.device(device) if device is not None else default_device()
+        self.dist = dist if dist is not None else Dist.from_env(device)  # one process, or one of several
+        if self.dist.enabled: self.device = self.dist.device
+        else: self.device = torch.device(device) if device is not None else default_device()
         self.bn_eval = bool(bn_eval) if bn_eval is not None else (self.arch is not None and arch_info(self.arch)['bn_eval'])
         self.amp_dtype = _amp_dtype(amp, self.device)
         self.scaler = None
@@ -441,7 +445,7 @@ class Learner:
         if self.path is not None and self.arch is None:
             raise UserError("Learner(path=...) writes checkpoints, which need the model's architecture: build the model "
                             "with create_model (it sets model.arch)")
-        self.progress, self.verbose = progress, verbose
+        self.progress, self.verbose = progress and self.dist.is_main, verbose and self.dist.is_main  # rank 0 speaks
         self.seed = data.seed if seed is None else seed
         if seed is not None:
             torch.manual_seed(seed)
@@ -529,41 +533,66 @@ class Learner:
         raise UserError(f"sched must be None, 'one_cycle' or a function (optimizer, total_steps) -> scheduler; got {sched!r}")
 
     # ---- one training step, shared by both paths ----
-    def _step(self, forward, x, y, sched, epoch, it):
+    def _step(self, forward, x, y, sched, epoch, it, pad=False):
+        self.dist.fault_point(epoch, it)
         with self._autocast():
             out = forward(x)
-            loss = self.loss_func(out, y)
+            loss = out.float().sum()*0 if pad else self.loss_func(out, y)  # a stand-in shard counts for nothing
         lv, correct = torch.stack([loss.detach().float(), (out.argmax(1) == y).sum().float()]).tolist()
+        lv, correct, n, w = self._global(lv, correct, 0 if pad else len(y))
         if not math.isfinite(lv):
             lr = max(g['lr'] for g in self.opt.param_groups)
             raise LossNotFinite(f"the loss became {lv} at epoch {epoch}, iteration {it}, with learning rate {lr:.3g}; "
                                 f"training stopped before it touched the weights. Try a lower learning rate "
                                 f"(e.g. {lr/10:.3g}; lr_find helps to choose one)")
         self.opt.zero_grad(set_to_none=True)
+        if w != 1: loss = loss*w  # DDP averages the processes' gradients: weighted, that is the global batch's mean
         if self.scaler is not None:
             self.scaler.scale(loss).backward(); self.scaler.step(self.opt); self.scaler.update()
         else:
             loss.backward(); self.opt.step()
         if sched is not None: sched.step()
-        return lv, int(correct)
+        return lv, correct, n
 
-    def _train_slow(self, sched, epoch):
+    def _global(self, lv, correct, n):
+        "Mean loss, correct and count of the global batch, from this process's shard; and the weight of its loss."
+        if not self.dist.enabled: return lv, int(correct), n, 1
+        n_all, lsum, correct = self.dist.sum([n, lv*n, correct])
+        return lsum/n_all, int(correct), int(n_all), self.dist.world_size*n/n_all
+
+    def _loader(self, split, epoch=0):
+        "This process's loader of `split`: its shard of each global batch, order and augmentations seeded by the epoch."
+        d = self.data
+        dl, ds = (d.train_dl, d.train_ds) if split == 'train' else (d.valid_dl, d.valid_ds)
+        out = self.dist.loader(ds, dl.batch_size, shuffle=split == 'train', drop_last=dl.drop_last, seed=self.seed,
+                               num_workers=d.num_workers, pin_memory=d.pin_memory)
+        out.batch_sampler.set_epoch(epoch)
+        return out
+
+    def _shards(self, dl):
+        "Batches `(x, y, pad)` on the device; `pad` marks a stand-in that counts for nothing (see `ShardedBatches`)."
+        for x, y in dl:
+            pad = bool(len(y) and y[0] < 0)
+            yield (*self._to_device(x, y), pad)
+
+    def _train_slow(self, fwd, sched, epoch):
         self._train_mode()
-        dl, t = self.data.train_dl, time.perf_counter()
-        for i, (x, y) in enumerate(_bar(dl, desc=f'epoch {epoch} train', disable=not self.progress), 1):
-            x, y = self._to_device(x, y)
-            lv, c = self._step(self.model, x, y, sched, epoch, i)
-            now = time.perf_counter(); self.train_stats.append(lv, c, len(y), now - t); t = now
+        dl, t = self._loader('train', epoch), time.perf_counter()
+        for i, (x, y, pad) in enumerate(_bar(self._shards(dl), total=len(dl), desc=f'epoch {epoch} train',
+                                             disable=not self.progress), 1):
+            lv, c, n = self._step(fwd, x, y, sched, epoch, i, pad)
+            now = time.perf_counter(); self.train_stats.append(lv, c, n, now - t); t = now
 
     @torch.no_grad()
     def _eval_batches(self, forward, batches, stats, desc, total=None):
         t = time.perf_counter()
-        for x, y in _bar(batches, total=total, desc=desc, disable=not self.progress):
+        for x, y, pad in _bar(batches, total=total, desc=desc, disable=not self.progress):
             with self._autocast():
                 out = forward(x)
-                loss = self.loss_func(out, y)
+                loss = out.float().sum()*0 if pad else self.loss_func(out, y)
             lv, c = torch.stack([loss.float(), (out.argmax(1) == y).sum().float()]).tolist()
-            now = time.perf_counter(); stats.append(lv, int(c), len(y), now - t); t = now
+            lv, c, n, _ = self._global(lv, c, 0 if pad else len(y))
+            now = time.perf_counter(); stats.append(lv, c, n, now - t); t = now
         return stats
 
     def validate(self,
@@ -571,9 +600,10 @@ class Learner:
                 ) -> tuple: # `(loss, accuracy)`
         "Mean loss and accuracy of the model on `dl`, in eval mode."
         self.model.eval()
-        dl = self.data.valid_dl if dl is None else dl
-        batches = (self._to_device(x, y) for x, y in dl)
-        s = self._eval_batches(self.model, batches, AvgStats(), 'validate', len(dl))
+        if dl is None: dl = self._loader('valid')
+        elif self.dist.enabled: dl = self.dist.loader(dl.dataset, dl.batch_size, num_workers=dl.num_workers)
+        with self.dist.guard('validating'):
+            s = self._eval_batches(self.model, self._shards(dl), AvgStats(), 'validate', len(dl))
         return s.loss, s.acc
 
     # ---- cached features ----
@@ -595,22 +625,31 @@ class Learner:
         hook = head.register_forward_pre_hook(lambda m, args: got.append(args[0].detach().float()))
         was = self.model.training
         self.model.eval()
+        d, out = self.data, []
         try:
-            dl = self.data.loader(ds)
-            out, targets = [], []
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                for v in range(views):
-                    got.clear()
-                    desc = f'features ({split}' + (f', view {v+1}/{views})' if views > 1 else ')')
-                    for x, y in _bar(dl, desc=desc, disable=not self.progress):
-                        x, y = self._to_device(x, y)
-                        with self._autocast(): self.model(x)
-                        if v == 0: targets.append(y)
-                    out.append(torch.cat(got))
+            for v in range(views):
+                # Each process computes its shard of the images, each image augmented from its own seed, and all
+                # processes gather all rows in image order: the same features for any number of processes.
+                dl = self.dist.loader(ds, d.bs, seed=mix_seed(self.seed, 1), num_workers=d.num_workers,
+                                      pin_memory=d.pin_memory)
+                dl.batch_sampler.set_epoch(v)
+                got.clear(); ys = []
+                desc = f'features ({split}' + (f', view {v+1}/{views})' if views > 1 else ')')
+                for x, y in _bar(dl, desc=desc, disable=not self.progress):
+                    x, y = self._to_device(x, y)
+                    with self._autocast(): self.model(x)
+                    ys.append(y)
+                keys = [k for b in dl.batch_sampler for k in b]
+                keep = torch.tensor([not pad for *_, pad in keys], device=self.device)
+                idx = torch.tensor([k[0] for k in keys], device=self.device)[keep]
+                f, y = torch.cat(got)[keep], torch.cat(ys)[keep]
+                idx, f, y = self.dist.gather(idx), self.dist.gather(f), self.dist.gather(y)
+                full, targets = f.new_empty((len(ds), f.shape[1])), y.new_empty(len(ds))
+                full[idx], targets[idx] = f, y
+                out.append(full)
         finally:
             hook.remove(); self.model.train(was)
-        return torch.stack(out), torch.cat(targets)
+        return torch.stack(out), targets
 
     def _cached(self, views):
         "Train and validation features for the current body, computed once and reused while the body is unchanged."
@@ -623,32 +662,35 @@ class Learner:
             self.feature_time = time.perf_counter() - t
         return c
 
-    def _train_cached(self, cache, sched, epoch):
+    def _train_cached(self, fwd, cache, sched, epoch):
         feats, targets = cache['train']
-        head = get_head(self.model); self._train_mode()
+        self._train_mode()
         v, n, _ = feats.shape
         dl = self.data.train_dl
         bs, drop = dl.batch_size, dl.drop_last
-        perm = torch.randperm(n).to(feats.device)
-        view = torch.randint(v, (n,)).to(feats.device)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, 2, epoch))  # the same order in every process
+        perm = torch.randperm(n, generator=g).to(feats.device)
+        view = torch.randint(v, (n,), generator=g).to(feats.device)
         steps = n//bs if drop else math.ceil(n/bs)
         t = time.perf_counter()
         for i in _bar(range(steps), desc=f'epoch {epoch} train (cached)', disable=not self.progress):
-            idx = perm[i*bs:(i+1)*bs]
-            lv, c = self._step(head, feats[view[idx], idx], targets[idx], sched, epoch, i + 1)
-            now = time.perf_counter(); self.train_stats.append(lv, c, len(idx), now - t); t = now
+            idx, pad = self.dist.shard(perm[i*bs:(i+1)*bs])  # this process's shard of the global batch
+            lv, c, k = self._step(fwd, feats[view[idx], idx], targets[idx], sched, epoch, i + 1, pad)
+            now = time.perf_counter(); self.train_stats.append(lv, c, k, now - t); t = now
 
     def _valid_cached(self, cache):
         feats, targets = cache['valid']
         head = get_head(self.model); head.eval()
         bs = self.data.valid_dl.batch_size or self.data.bs
-        batches = ((feats[0, i:i+bs], targets[i:i+bs]) for i in range(0, feats.shape[1], bs))
-        self._eval_batches(head, batches, self.valid_stats, 'valid (cached)', math.ceil(feats.shape[1]/bs))
+        n = feats.shape[1]
+        shards = (self.dist.shard(torch.arange(i, min(i + bs, n), device=feats.device)) for i in range(0, n, bs))
+        batches = ((feats[0, idx], targets[idx], pad) for idx, pad in shards)
+        self._eval_batches(head, batches, self.valid_stats, 'valid (cached)', math.ceil(n/bs))
 
     def _valid_slow(self):
         self.model.eval()
-        batches = (self._to_device(x, y) for x, y in self.data.valid_dl)
-        self._eval_batches(self.model, batches, self.valid_stats, 'valid', len(self.data.valid_dl))
+        dl = self._loader('valid')
+        self._eval_batches(self.model, self._shards(dl), self.valid_stats, 'valid', len(dl))
 
     # ---- checkpoints ----
     def _meta(self):
@@ -670,7 +712,8 @@ class Learner:
              path:Path, # Destination file (written atomically)
              with_opt:bool=True, # Also store optimizer, scheduler and history, to resume training
             ) -> Path:
-        "Save a checkpoint of the model now (see `save_checkpoint`)."
+        "Save a checkpoint of the model now (see `save_checkpoint`); with several processes, only rank 0 writes."
+        if not self.dist.is_main: return Path(path)
         extra = dict(opt=self.opt, sched=self.sched, history=self.history) if with_opt else {}
         return save_checkpoint(path, self.model, **self._meta(), **extra)
 
@@ -756,15 +799,18 @@ class Learner:
         self._ready_opt(lr, body_lr)
         self.sched = self._make_sched(sched, epochs*len(self.data.train_dl))
         start = 0 if resume is None else self._resume(resume, epochs, stage, bool(cache), views)
-        cached = self._cached(views) if cache else None
+        with self.dist.guard('computing features'): cached = self._cached(views) if cache else None
+        # DDP averages the gradients of the parameters that train when it is built: build it for this stage
+        fwd = self.dist.wrap(get_head(self.model) if cached else self.model)
         if self.verbose: print('  '.join(f"{c:>{w}}" for c, w in zip(self._COLS, (5, 8, 8, 7, 7, 7))), flush=True)
         for r in self.history[len(self.history) - start:]: self._print_row(r, r['epoch'] == self.best_epoch)
         try:
             for e in range(start, epochs):
                 t0, ep = time.perf_counter(), self.epoch + 1
                 self.train_stats.new_epoch(ep); self.valid_stats.new_epoch(ep)
-                if cached: self._train_cached(cached, self.sched, ep); self._valid_cached(cached)
-                else: self._train_slow(self.sched, ep); self._valid_slow()
+                with self.dist.guard(f'epoch {ep}'):
+                    if cached: self._train_cached(fwd, cached, self.sched, ep); self._valid_cached(cached)
+                    else: self._train_slow(fwd, self.sched, ep); self._valid_slow()
                 self.epoch = ep
                 r = dict(epoch=ep, stage=stage, trn_loss=self.train_stats.loss, val_loss=self.valid_stats.loss,
                          trn_acc=self.train_stats.acc, val_acc=self.valid_stats.acc,
@@ -774,7 +820,7 @@ class Learner:
                 if best:
                     self.best_acc, self.best_epoch = r['val_acc'], ep
                     self._best_state = _cpu(self.model.state_dict())
-                if self.path is not None:
+                if self.path is not None and self.dist.is_main:  # one writer; atomic, so a crash leaves the last one
                     if best: save_checkpoint(self.path/'best.pth', self.model, **self._meta())
                     save_checkpoint(self.path/'last.pth', self.model, **self._meta(), opt=self.opt, sched=self.sched,
                                     history=self.history,
@@ -786,6 +832,7 @@ class Learner:
                         f"'{self.path/'last.pth'}'))" if self.path is not None and self.epoch else ''
                 print(f"interrupted in epoch {self.epoch + 1}{where}", flush=True)
             raise
+        finally: del fwd  # DDP's hooks go with it; the next stage wraps the model anew
         return self.history[len(self.history) - (epochs - start):]
 
     def fine_tune(self,
