@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['RESNETS', 'ARCHS', 'CKPT_FORMAT', 'arch_info', 'resnet_cache_file', 'lite0_weights_file', 'lite0_state_dict',
-           'head_name', 'get_head', 'create_model', 'freeze', 'unfreeze', 'n_trainable', 'param_groups', 'atomic_save',
-           'save_checkpoint', 'read_checkpoint', 'check_fits', 'load_checkpoint', 'model_from_checkpoint',
-           'default_device', 'sgd_lookahead', 'AvgStats', 'LossNotFinite', 'Learner']
+           'head_name', 'get_head', 'create_model', 'freeze', 'unfreeze', 'n_trainable', 'stages', 'freeze_to',
+           'param_groups', 'atomic_save', 'save_checkpoint', 'read_checkpoint', 'check_fits', 'load_checkpoint',
+           'model_from_checkpoint', 'default_device', 'sgd_lookahead', 'AvgStats', 'LossNotFinite', 'Learner']
 
 # %% ../nbs/03_train.ipynb #57eb2e9c
 import math, os, time, warnings
+from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
 from urllib.error import URLError
@@ -185,6 +186,42 @@ def unfreeze(model:nn.Module) -> nn.Module: # The same model, all parameters tra
 def n_trainable(model:nn.Module) -> int: # Number of trainable scalars
     "How many parameter values of `model` will be trained."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+# %% ../nbs/03_train.ipynb #0be32119
+def stages(model:nn.Module, # A torchvision ResNet or a timm EfficientNet (as `create_model` builds them)
+          ) -> nn.Sequential: # The model's own modules: stem, stages, pooling, head
+    "The model as a sequence of stages ending with its head: running them in turn computes `model(x)`."
+    if all(hasattr(model, a) for a in ('conv_stem', 'bn1', 'blocks', 'conv_head', 'bn2', 'global_pool', 'classifier')):
+        pool = [('pool', model.global_pool)]
+        if getattr(model, 'drop_rate', 0): pool.append(('dropout', nn.Dropout(model.drop_rate)))
+        return nn.Sequential(OrderedDict([('stem', nn.Sequential(model.conv_stem, model.bn1)),
+                                          *[(f'blocks{i}_{j}', b) for i, g in enumerate(model.blocks)
+                                            for j, b in enumerate(g)],
+                                          ('conv_head', nn.Sequential(model.conv_head, model.bn2)),
+                                          *pool, ('classifier', model.classifier)]))
+    if isinstance(model, torchvision.models.ResNet):
+        return nn.Sequential(OrderedDict([('stem', nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)),
+                                          *[(f'layer{i}_{j}', b) for i in range(1, 5)
+                                            for j, b in enumerate(getattr(model, f'layer{i}'))],
+                                          ('pool', nn.Sequential(model.avgpool, nn.Flatten(1))), ('fc', model.fc)]))
+    raise UserError(f"cannot split a {type(model).__name__} into stages: freeze_to and partial caching know the "
+                    f"torchvision ResNets and timm EfficientNets; use freeze/unfreeze for other models")
+
+def freeze_to(model:nn.Module, # A model that `stages` knows
+              n:int, # Stages before index `n` are frozen, the others train; negative counts from the end, as for a list
+              bn:bool=False, # Freeze the BatchNorm weights of the frozen stages too
+             ) -> nn.Module: # The same model
+    "Freeze the first stages of `model` (see `stages`) and make the rest trainable: `freeze_to(model, -1)` is `freeze`."
+    seq = stages(model)
+    k = len(seq)
+    if isinstance(n, bool) or not isinstance(n, int) or not -k < n < k:
+        raise UserError(f"freeze_to: n must be a whole number from {-k + 1} to {k - 1} for this model's {k} stages "
+                        f"({', '.join(seq._modules)}); got {n!r}")
+    n %= k
+    for i, st in enumerate(seq):
+        for m in st.modules():
+            for p in m.parameters(recurse=False): p.requires_grad_(i >= n or (isinstance(m, _BN) and not bn))
+    return model
 
 # %% ../nbs/03_train.ipynb #a1652d34
 def param_groups(model:nn.Module, # A model with a `fc` or `classifier` head
@@ -417,6 +454,7 @@ class Learner:
                  progress:bool=True, # Show progress bars
                  verbose:bool=True, # Print the epoch table
                  dist=None, # A `flower_tl.distributed.Dist`; from torchrun's variables (RANK, WORLD_SIZE, ...) if None
+                 max_cache_gb:float=4.0, # `fit(cache=None)` caches a frozen prefix's outputs only if they take at most this
                 ):
         self.data, self.model = data, model
         self.arch = getattr(model, 'arch', None)
@@ -458,6 +496,7 @@ class Learner:
         self.epoch = 0                # epochs trained so far, over all fit calls
         self.best_acc, self.best_epoch, self._best_state = -1.0, None, None
         self._cache, self.feature_time = None, 0.0   # cached features, seconds their last computation took
+        self.max_cache_gb = float(max_cache_gb)
 
     def __repr__(self):
         return (f"Learner({self.arch or type(self.model).__name__}, {self.data.n_classes} classes, {self.device}, "
@@ -481,12 +520,57 @@ class Learner:
         "True when no parameter outside the head trains: the body is then a fixed function (run in eval mode)."
         return not any(p.requires_grad for p in self._body_params())
 
+    def _stages(self):
+        "The model's stages (`stages`); for a layout `stages` does not know, None: only the head can be cut off then."
+        try: return stages(self.model)
+        except UserError: return None
+
+    def _n_stages(self):
+        seq = self._stages()
+        return 2 if seq is None else len(seq)  # other layouts: body and head
+
+    @property
+    def frozen_stages(self) -> int:
+        "How many stages, from the first, have no trainable parameter: a fixed function of the image (eval mode)."
+        seq = self._stages()
+        if seq is None: return int(self.body_frozen)
+        k = 0
+        for st in list(seq)[:-1]:
+            if any(p.requires_grad for p in st.parameters()): break
+            k += 1
+        return k
+
+    def _stage_name(self, cut):
+        return 'frozen' if cut == self._n_stages() - 1 else 'unfrozen' if cut == 0 else 'partial'
+
+    def _prefix(self, cut):
+        "A function from images to the input of stage `cut`."
+        seq = self._stages()
+        if seq is not None: return seq[:cut]
+        if cut != 1: raise UserError(f"a {type(self.model).__name__} can only be cut before its head")
+        head, got = get_head(self.model), []
+        def body(x):
+            h = head.register_forward_pre_hook(lambda m, a: got.append(a[0]))
+            try: self.model(x)
+            finally: h.remove()
+            return got.pop()
+        return body
+
+    def _suffix(self, cut) -> nn.Module:
+        "The module that runs stage `cut` and all after it (the head for `cut = n - 1`)."
+        seq = self._stages()
+        return get_head(self.model) if seq is None or cut == len(seq) - 1 else seq[cut:]
+
     def _train_mode(self):
-        "Training mode, except: a frozen body runs in eval mode; with `bn_eval`, BatchNorm layers do."
+        "Training mode, except: frozen leading stages run in eval mode; with `bn_eval`, every BatchNorm layer does."
         self.model.train()
-        if self.body_frozen:
-            self.model.eval(); get_head(self.model).train()
-        elif self.bn_eval:
+        cut = self.frozen_stages
+        if cut:
+            seq = self._stages()
+            if seq is None: self.model.eval(); get_head(self.model).train()
+            else:
+                for st in list(seq)[:cut]: st.eval()
+        if self.bn_eval:
             for m in self.model.modules():
                 if isinstance(m, _BN): m.eval()
 
@@ -494,6 +578,14 @@ class Learner:
     def freeze(self, bn:bool=False): # Freeze BatchNorm weights too (then the frozen stage can use cached features)
         "Freeze all but the head (see `freeze`); the optimizer is rebuilt at the next `fit`."
         freeze(self.model, bn=bn); self.opt = self.sched = None
+        return self
+
+    def freeze_to(self,
+                  n:int, # Stages before `n` are frozen (see `freeze_to`); e.g. -4: Lite0's last block, conv_head and head train
+                  bn:bool=True, # Freeze the BatchNorm weights of the frozen stages too (then their output can be cached)
+                 ):
+        "Freeze the first stages and train the rest (see `freeze_to`); the optimizer is rebuilt at the next `fit`."
+        freeze_to(self.model, n, bn=bn); self.opt = self.sched = None
         return self
 
     def unfreeze(self):
@@ -607,65 +699,90 @@ class Learner:
         return s.loss, s.acc
 
     # ---- cached features ----
-    def _body_fingerprint(self):
+    def _fingerprint(self, cut):
+        "A cheap checksum of what the first `cut` stages compute with (all of the body, for other layouts)."
+        seq = self._stages()
+        if seq is None:
+            head = head_name(self.model)
+            sd = {k: v for k, v in self.model.state_dict().items() if k.split('.')[0] != head}
+        else: sd = seq[:cut].state_dict()
         with torch.no_grad():
-            sd = self.model.state_dict(); head = head_name(self.model)
-            return torch.stack([v.detach().double().sum().cpu() for k, v in sd.items()
-                                if k.split('.')[0] != head and v.is_floating_point()])
+            return torch.stack([v.detach().double().sum().cpu() for v in sd.values() if v.is_floating_point()])
 
     @torch.no_grad()
     def features(self,
                  split:str='train', # 'train' (augmented views) or 'valid' (centre crops)
                  views:int=1, # Augmented views per training image
-                ) -> tuple: # `(features, targets)`: `(views, n, n_features)` float32 and `(n,)`, on the device
-        "What the (eval-mode) body gives the head for every image of `split`, computed deterministically."
-        ds = self.data.dataset(split, self.data.train_tfm if split == 'train' else self.data.eval_tfm)
-        views = views if split == 'train' else 1
-        head, got = get_head(self.model), []
-        hook = head.register_forward_pre_hook(lambda m, args: got.append(args[0].detach().float()))
-        was = self.model.training
+                 clean:bool=False, # Put the plain centre crop of each training image first, before the augmented views
+                 cut:int=None, # The input of which stage (see `stages`); the head's (the pooled features) if None
+                ) -> tuple: # `(features, targets)`: `(views, n, ...)` float32 and `(n,)`, on the device
+        "What the first `cut` stages (in eval mode) give the next for every image of `split`, computed deterministically."
+        cut = self._n_stages() - 1 if cut is None else cut
+        d = self.data
+        plan = [d.eval_tfm]*(split != 'train' or clean) + [d.train_tfm]*(views if split == 'train' else 0)
+        prefix = self._prefix(cut)
+        was = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
-        d, out = self.data, []
+        out = []
         try:
-            for v in range(views):
+            for v, tfm in enumerate(plan):
+                ds = d.dataset(split, tfm)
                 # Each process computes its shard of the images, each image augmented from its own seed, and all
                 # processes gather all rows in image order: the same features for any number of processes.
                 dl = self.dist.loader(ds, d.bs, seed=mix_seed(self.seed, 1), num_workers=d.num_workers,
                                       pin_memory=d.pin_memory)
                 dl.batch_sampler.set_epoch(v)
-                got.clear(); ys = []
-                desc = f'features ({split}' + (f', view {v+1}/{views})' if views > 1 else ')')
+                got, ys = [], []
+                desc = f'features ({split}' + (f', view {v+1}/{len(plan)})' if len(plan) > 1 else ')')
                 for x, y in _bar(dl, desc=desc, disable=not self.progress):
                     x, y = self._to_device(x, y)
-                    with self._autocast(): self.model(x)
+                    with self._autocast(): got.append(prefix(x).float().contiguous())
                     ys.append(y)
                 keys = [k for b in dl.batch_sampler for k in b]
                 keep = torch.tensor([not pad for *_, pad in keys], device=self.device)
                 idx = torch.tensor([k[0] for k in keys], device=self.device)[keep]
                 f, y = torch.cat(got)[keep], torch.cat(ys)[keep]
                 idx, f, y = self.dist.gather(idx), self.dist.gather(f), self.dist.gather(y)
-                full, targets = f.new_empty((len(ds), f.shape[1])), y.new_empty(len(ds))
+                full, targets = f.new_empty((len(ds), *f.shape[1:])), y.new_empty(len(ds))
                 full[idx], targets[idx] = f, y
                 out.append(full)
         finally:
-            hook.remove(); self.model.train(was)
+            for m, t in was: m.training = t
         return torch.stack(out), targets
 
-    def _cached(self, views):
-        "Train and validation features for the current body, computed once and reused while the body is unchanged."
-        fp = self._body_fingerprint()
-        key = (views, self.data.size, id(self.data), str(self.amp_dtype), self.channels_last)
+    def _cache_gb(self, cut, views, clean):
+        "The size the cache of the first `cut` stages' outputs would take, in GB, from one image."
+        x, _ = self.data.train_ds[0]
+        was = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            with torch.no_grad(), self._autocast(): per = self._prefix(cut)(self._to_device(x[None], torch.zeros(1))[0]).numel()
+        finally:
+            for m, t in was: m.training = t
+        n = len(self.data.train_ds)*(views + clean) + len(self.data.valid_ds)
+        return per*4*n/1e9
+
+    def _cached(self, views, clean=False, cut=None):
+        "Train and validation inputs of stage `cut`, computed once and reused while the stages before it are unchanged."
+        cut = self.frozen_stages if cut is None else cut
+        fp = self._fingerprint(cut)
+        key = (views, clean, cut, self.data.size, id(self.data), str(self.amp_dtype), self.channels_last)
         c = self._cache
         if c is None or c['key'] != key or not torch.equal(c['fp'], fp):
+            self._cache = None  # let the old cache go before the new one is built
             t = time.perf_counter()
-            self._cache = c = dict(key=key, fp=fp, train=self.features('train', views), valid=self.features('valid'))
+            self._cache = c = dict(key=key, fp=fp, cut=cut, train=self.features('train', views, clean, cut),
+                                   valid=self.features('valid', cut=cut))
             self.feature_time = time.perf_counter() - t
         return c
+
+    def _cached_x(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def _train_cached(self, fwd, cache, sched, epoch):
         feats, targets = cache['train']
         self._train_mode()
-        v, n, _ = feats.shape
+        v, n = feats.shape[:2]
         dl = self.data.train_dl
         bs, drop = dl.batch_size, dl.drop_last
         g = torch.Generator().manual_seed(mix_seed(self.seed, 2, epoch))  # the same order in every process
@@ -675,17 +792,18 @@ class Learner:
         t = time.perf_counter()
         for i in _bar(range(steps), desc=f'epoch {epoch} train (cached)', disable=not self.progress):
             idx, pad = self.dist.shard(perm[i*bs:(i+1)*bs])  # this process's shard of the global batch
-            lv, c, k = self._step(fwd, feats[view[idx], idx], targets[idx], sched, epoch, i + 1, pad)
+            x = self._cached_x(feats[view[idx], idx])
+            lv, c, k = self._step(fwd, x, targets[idx], sched, epoch, i + 1, pad)
             now = time.perf_counter(); self.train_stats.append(lv, c, k, now - t); t = now
 
     def _valid_cached(self, cache):
         feats, targets = cache['valid']
-        head = get_head(self.model); head.eval()
+        suffix = self._suffix(cache['cut']); suffix.eval()
         bs = self.data.valid_dl.batch_size or self.data.bs
         n = feats.shape[1]
         shards = (self.dist.shard(torch.arange(i, min(i + bs, n), device=feats.device)) for i in range(0, n, bs))
-        batches = ((feats[0, idx], targets[idx], pad) for idx, pad in shards)
-        self._eval_batches(head, batches, self.valid_stats, 'valid (cached)', math.ceil(n/bs))
+        batches = ((self._cached_x(feats[0, idx]), targets[idx], pad) for idx, pad in shards)
+        self._eval_batches(suffix, batches, self.valid_stats, 'valid (cached)', math.ceil(n/bs))
 
     def _valid_slow(self):
         self.model.eval()
@@ -699,11 +817,12 @@ class Learner:
         return dict(arch=self.arch, classes=d.classes, names=d.names, mean=d.mean, std=d.std, size=d.size,
                     epoch=self.epoch, metrics={k: v for k, v in last.items() if isinstance(v, float)})
 
-    def _train_state(self, fit_epoch, fit_epochs, stage, cached, views):
+    def _train_state(self, fit_epoch, fit_epochs, stage, cached, views, clean=False, cut=None):
         g = getattr(self.data.train_dl, 'generator', None)
         return dict(rng=torch.get_rng_state(), loader_rng=None if g is None else g.get_state(),
                     cuda_rng=torch.cuda.get_rng_state_all() if self.device.type == 'cuda' else None,
-                    fit_epoch=fit_epoch, fit_epochs=fit_epochs, stage=stage, cached=cached, views=views,
+                    fit_epoch=fit_epoch, fit_epochs=fit_epochs, stage=stage, cached=cached, views=views, clean=clean,
+                    frozen_stages=cut,
                     epoch=self.epoch, best_acc=self.best_acc, best_epoch=self.best_epoch,
                     train_stats=self.train_stats.state_dict(), valid_stats=self.valid_stats.state_dict(),
                     scaler=None if self.scaler is None else self.scaler.state_dict())
@@ -737,7 +856,7 @@ class Learner:
         self.model.load_state_dict(self._best_state)
         return self.best_acc
 
-    def _resume(self, path, epochs, stage, cached, views):
+    def _resume(self, path, epochs, stage, cached, views, clean=False, cut=None):
         "Restore a run saved by `fit` at the end of an epoch; return how many of its `epochs` were done."
         ckpt = read_checkpoint(path)
         ts = ckpt.get('train_state')
@@ -747,11 +866,12 @@ class Learner:
         check_fits(ckpt, self.model, str(path))
         if ts['fit_epochs'] != epochs:
             raise UserError(f"{path} was saved by fit({ts['fit_epochs']}, ...): resume with the same number of epochs")
-        if ts['stage'] != stage:
-            raise UserError(f"{path} was saved with the body {ts['stage']}, but it is {stage} now: "
-                            f"{'freeze' if ts['stage'] == 'frozen' else 'unfreeze'} the model first, as when it was saved")
-        if (ts['cached'], ts['views']) != (cached, views):
-            raise UserError(f"{path} was saved with cache={ts['cached']}, views={ts['views']}: resume with the same")
+        if ts['stage'] != stage or ts.get('frozen_stages', cut) != cut:
+            raise UserError(f"{path} was saved with the body {ts['stage']} ({ts.get('frozen_stages')} frozen stages), but "
+                            f"it is {stage} ({cut}) now: freeze as when it was saved (freeze, freeze_to or unfreeze)")
+        if (ts['cached'], ts['views'], ts.get('clean', False)) != (cached, views, clean):
+            raise UserError(f"{path} was saved with cache={ts['cached']}, views={ts['views']}, "
+                            f"clean={ts.get('clean', False)}: resume with the same")
         self.model.load_state_dict(ckpt['model'])
         try: self.opt.load_state_dict(ckpt['opt'])
         except (ValueError, KeyError, RuntimeError) as e:
@@ -784,24 +904,28 @@ class Learner:
             lr:float=None, # Learning rate (of the head, with `body_lr`); the optimizer's current rates if None
             body_lr:float=None, # Learning rate of the body; `lr` if None
             sched=None, # None (constant), 'one_cycle' (`OneCycleLR` up to `lr`), or `f(optimizer, total_steps)`
-            cache:bool=None, # Train the head on cached features; None: when the body is frozen
-            views:int=1, # Augmented views per training image in the feature cache
+            cache:bool=None, # Train on cached outputs of the frozen leading stages; None: if they take <= `max_cache_gb`
+            views:int=1, # Augmented views per training image in the cache
+            clean:bool=False, # Also cache the plain centre crop of each training image (as one more view)
             resume:Path=None, # Continue from this checkpoint (a `last.pth` written by an interrupted `fit`)
            ) -> list: # One dict per epoch of this call: `epoch, stage, trn_loss, val_loss, trn_acc, val_acc, lr, time`
         "Train for `epochs` epochs, validating after each; keep statistics, and the best checkpoint on validation accuracy."
-        _check_count('epochs', epochs, 1); _check_count('views', views, 1)
+        _check_count('epochs', epochs, 1); _check_count('views', views, 0)
+        if views + bool(clean) < 1: raise UserError("views=0 needs clean=True: the cache needs at least one view")
         lr, body_lr = _check_lr('lr', lr), _check_lr('body_lr', body_lr)
-        frozen = self.body_frozen
-        if cache is None: cache = frozen
-        if cache and not frozen:
-            raise UserError("cache=True needs a frozen body (freeze(bn=True)): the features change while the body trains")
-        stage = 'frozen' if frozen else 'unfrozen'
+        cut = self.frozen_stages
+        stage = self._stage_name(cut)
+        if cache is None:
+            cache = cut > 0 and (stage == 'frozen' or self._cache_gb(cut, views, clean) <= self.max_cache_gb)
+        if cache and not cut:
+            raise UserError("cache=True needs frozen leading stages (freeze(bn=True) or freeze_to(n, bn=True)): "
+                            "the features change while they train")
         self._ready_opt(lr, body_lr)
         self.sched = self._make_sched(sched, epochs*len(self.data.train_dl))
-        start = 0 if resume is None else self._resume(resume, epochs, stage, bool(cache), views)
-        with self.dist.guard('computing features'): cached = self._cached(views) if cache else None
+        start = 0 if resume is None else self._resume(resume, epochs, stage, bool(cache), views, clean, cut)
+        with self.dist.guard('computing features'): cached = self._cached(views, clean, cut) if cache else None
         # DDP averages the gradients of the parameters that train when it is built: build it for this stage
-        fwd = self.dist.wrap(get_head(self.model) if cached else self.model)
+        fwd = self.dist.wrap(self._suffix(cut) if cached else self.model)
         if self.verbose: print('  '.join(f"{c:>{w}}" for c, w in zip(self._COLS, (5, 8, 8, 7, 7, 7))), flush=True)
         for r in self.history[len(self.history) - start:]: self._print_row(r, r['epoch'] == self.best_epoch)
         try:
@@ -824,7 +948,8 @@ class Learner:
                     if best: save_checkpoint(self.path/'best.pth', self.model, **self._meta())
                     save_checkpoint(self.path/'last.pth', self.model, **self._meta(), opt=self.opt, sched=self.sched,
                                     history=self.history,
-                                    train_state=self._train_state(e + 1, epochs, stage, bool(cache), views))
+                                    train_state=self._train_state(e + 1, epochs, stage, bool(cache), views, clean,
+                                                                  cut))
                 self._print_row(r, best)
         except KeyboardInterrupt:
             if self.verbose:
@@ -837,34 +962,44 @@ class Learner:
 
     def fine_tune(self,
                   freeze_epochs:int, # Epochs of stage 1: the head alone, body frozen
-                  epochs:int, # Epochs of stage 2: everything, the body at a smaller learning rate
+                  epochs:int, # Epochs of stage 2: everything (or the stages from `freeze_to` on), the body slower
                   lr:float, # Learning rate of stage 1 (the head)
                   lr2:float=None, # Learning rate of the head in stage 2; `lr/2` if None
                   body_div:float=10, # The body learns `body_div` times slower than the head in stage 2
                   freeze_bn:bool=True, # Freeze BatchNorm weights in stage 1 too (then it trains on cached features)
                   sched='one_cycle', # Learning-rate schedule of each stage (see `fit`)
-                  views:int=1, # Augmented views per image for the cached features of stage 1
+                  views:int=1, # Augmented views per image in the caches of frozen stages
+                  clean:bool=False, # Also cache the plain centre crop of each training image
+                  freeze_to:int=None, # Stage 2 trains the stages from this one on (see `freeze_to`; on cached inputs); all if None
                   resume:Path=None, # Continue an interrupted run from its `last.pth`
                  ) -> list: # One dict per epoch of both stages
-        "The two stages of transfer learning: train the head on a frozen body, then unfreeze and fine-tune everything."
+        "The two stages of transfer learning: train the head on a frozen body, then unfreeze and fine-tune (part of) the rest."
         _check_count('freeze_epochs', freeze_epochs); _check_count('epochs', epochs)
         lr = _check_lr('lr', lr); lr2 = lr/2 if lr2 is None else _check_lr('lr2', lr2)
+        if freeze_to is not None and freeze_to % self._n_stages() in (0, self._n_stages() - 1):
+            raise UserError(f"fine_tune: freeze_to={freeze_to} would make stage 2 {'everything' if freeze_to == 0 else 'the head alone'}; "
+                            f"give None to train everything, or a stage between (see flower_tl.train.stages)")
         stage = None
         if resume is not None:
             stage = (read_checkpoint(resume).get('train_state') or {}).get('stage')
-            if stage not in ('frozen', 'unfrozen'):
+            if stage not in ('frozen', 'partial', 'unfrozen'):
                 raise UserError(f"{resume} cannot resume training: it holds no training state (use the last.pth fit writes)")
         out = []
-        if freeze_epochs and stage != 'unfrozen':
+        if freeze_epochs and stage in (None, 'frozen'):
             self.freeze(bn=freeze_bn)
             if self.verbose: print(f"Stage 1: the head alone ({n_trainable(self.model):,} trainable parameters), lr {lr:.3g}")
-            out += self.fit(freeze_epochs, lr, sched=sched, views=views, resume=resume if stage == 'frozen' else None)
+            out += self.fit(freeze_epochs, lr, sched=sched, views=views, clean=clean,
+                            resume=resume if stage == 'frozen' else None)
         if epochs:
-            self.unfreeze()
+            if freeze_to is None: self.unfreeze(); what = 'everything'
+            else:
+                self.freeze_to(freeze_to, bn=True)
+                what = f"the stages from {list(self._stages()._modules)[self.frozen_stages]} on"
             if self.verbose:
-                print(f"Stage 2: everything ({n_trainable(self.model):,} trainable parameters), "
+                print(f"Stage 2: {what} ({n_trainable(self.model):,} trainable parameters), "
                       f"lr {lr2:.3g} for the head, {lr2/body_div:.3g} for the body")
-            out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, resume=resume if stage == 'unfrozen' else None)
+            out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, views=views, clean=clean,
+                            resume=resume if stage in ('partial', 'unfrozen') else None)
         return out
 
     # ---- choosing a learning rate ----
@@ -872,16 +1007,18 @@ class Learner:
                 start_lr:float=1e-7, # Top learning rate of the first iteration
                 end_lr:float=10, # Top learning rate of the last iteration
                 num_it:int=100, # Number of iterations
-                cache:bool=None, # Sweep the head on cached features; None: when the body is frozen
-                views:int=1, # Augmented views per image for the cached features
+                cache:bool=None, # Sweep on cached outputs of the frozen leading stages; None: as `fit` decides
+                views:int=1, # Augmented views per image for the cache
+                clean:bool=False, # Also cache the plain centre crop of each image (the sweep uses the first view)
                 body_div:float=None, # If a new optimizer is needed: the body's rate is the head's divided by this
                 **kwargs, # Passed to `flower_tl.clr.lr_find` (e.g. `suggest=`, `diverge=`, `beta=`)
                ): # A `flower_tl.clr.LRFinderResult`, with `.suggestion` and `.plot()`
         "Smith's range test on this learner's model, data and optimizer, which are all left exactly as they were."
         from flower_tl.clr import lr_find
-        frozen = self.body_frozen
-        cache = frozen if cache is None else cache
-        if cache and not frozen: raise UserError("cache=True needs a frozen body (freeze(bn=True))")
+        cut = self.frozen_stages
+        if cache is None:
+            cache = cut > 0 and (cut == self._n_stages() - 1 or self._cache_gb(cut, views, clean) <= self.max_cache_gb)
+        if cache and not cut: raise UserError("cache=True needs frozen leading stages (freeze(bn=True) or freeze_to(n, bn=True))")
         trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
         if self.opt is None or trainable != getattr(self, '_opt_params', None):
             self.create_opt(start_lr, None if body_div is None else start_lr/body_div)
@@ -889,11 +1026,11 @@ class Learner:
         self._train_mode()
         try:
             if cache:
-                feats, targets = self._cached(views)['train']
+                feats, targets = self._cached(views, clean, cut)['train']
                 g = torch.Generator(); g.manual_seed(self.seed)
                 dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(feats[0], targets),
                                                  batch_size=self.data.train_dl.batch_size, shuffle=True, generator=g)
-                model = get_head(self.model)
+                model = self._suffix(cut)
             else: model, dl = self.model, self.data.train_dl
             with self._autocast() if self.amp_dtype == torch.bfloat16 else nullcontext():
                 return lr_find(model, dl, self.loss_func, self.opt, start_lr=start_lr, end_lr=end_lr, num_it=num_it,

@@ -223,3 +223,31 @@ def test_lr_find_on_the_whole_model_leaves_everything_as_it_was():
     assert all(torch.equal(opt_before['state'][i]['momentum_buffer'], after['state'][i]['momentum_buffer'])
                for i in opt_before['state'])
     assert torch.equal(gen, l.data.train_dl.generator.get_state())
+
+def test_partial_fine_tune_on_cached_inputs_resumes_bitwise(tmp_path):
+    "Stage 2 trains the last stages on cached inputs of the frozen ones; Ctrl-C in it, resume: the same weights and history."
+    kw = dict(freeze_to=-3, clean=True, views=1)   # resnet18: the last block, the pooling and the head train
+    a = make(tmp_path/'a')
+    a.fine_tune(1, 2, lr=0.05, **kw)
+    assert [r['stage'] for r in a.history] == ['frozen', 'partial', 'partial'] and a.frozen_stages == 8
+    assert a._cache['cut'] == 8 and a._cache['train'][0].shape[:2] == (2, len(a.data.train_ds))
+    b = make(tmp_path/'b')
+    n = len(b.data.train_dl) + len(b.data.valid_dl)   # both stages cached: the same number of loss calls per epoch
+    b.loss_func = InterruptAt(2*n + 2)   # stage 2, second epoch
+    with pytest.raises(KeyboardInterrupt): b.fine_tune(1, 2, lr=0.05, **kw)
+    ts = read_checkpoint(tmp_path/'b'/'last.pth')['train_state']
+    assert (ts['stage'], ts['frozen_stages'], ts['clean']) == ('partial', 8, True)
+    c = make(tmp_path/'b')
+    c.fine_tune(1, 2, lr=0.05, resume=tmp_path/'b'/'last.pth', **kw)
+    assert same_weights(a, c) and strip(c.history) == strip(a.history)
+    d = make(tmp_path/'d')   # resuming with another split is refused, with what to do
+    with pytest.raises(UserError, match='frozen stages'):
+        d.fine_tune(1, 2, lr=0.05, resume=tmp_path/'b'/'last.pth', freeze_to=-4, clean=True)
+
+def test_cache_size_limit_falls_back_to_the_slow_path():
+    "A frozen prefix whose outputs would take more than max_cache_gb is trained the slow way, with the same stages frozen."
+    l = make(max_cache_gb=1e-9)
+    l.freeze_to(-3)
+    l.fit(1, lr=0.05)
+    assert l._cache is None and l.history[-1]['stage'] == 'partial'
+    with pytest.raises(UserError, match='freeze_to'): make().fit(1, lr=0.05, cache=True)
