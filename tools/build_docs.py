@@ -272,16 +272,22 @@ def _join(v): return ''.join(v) if isinstance(v, list) else v
 _re_cr = re.compile(r'[^\n]*\r(?!\n)')
 
 def norm_outputs(outs) -> list:
-    "Stored outputs as plain nbformat dicts (multi-line strings joined, metadata present)."
+    "Stored outputs as plain nbformat dicts (multi-line strings joined, metadata present, consecutive streams merged)."
     res = []
     for o in outs or []:
         o = json.loads(json.dumps(o))
-        if 'text' in o: o['text'] = _re_cr.sub('', _join(o['text']))   # progress bars: keep what a terminal shows
+        if 'text' in o: o['text'] = _join(o['text'])
+        if (o.get('output_type') == 'stream' and res and res[-1].get('output_type') == 'stream'
+                and res[-1].get('name') == o.get('name')):
+            res[-1]['text'] += o['text']   # one block per stream, as Jupyter shows it (each print() may be its own output)
+            continue
         if 'data' in o: o['data'] = {k: _join(v) if k.startswith(('text/', 'image/svg')) or isinstance(v, list) else v
                                      for k, v in o['data'].items()}
         if o.get('output_type') in ('display_data', 'execute_result'): o.setdefault('metadata', {})
         if o.get('output_type') == 'execute_result': o.setdefault('execution_count', None)
         res.append(o)
+    for o in res:
+        if 'text' in o: o['text'] = _re_cr.sub('', o['text'])   # progress bars: keep what a terminal shows
     return res
 
 _img_types = ('image/png', 'image/jpeg', 'image/svg+xml')
