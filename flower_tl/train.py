@@ -448,7 +448,7 @@ class Learner:
                  device=None, # Where to train; `default_device()` if None
                  bn_eval:bool=None, # Keep BatchNorm statistics frozen while training; `arch_info(arch)['bn_eval']` if None
                  amp=None, # Mixed precision: None (bf16, else fp16, on CUDA; off elsewhere), False, 'bf16' or 'fp16'
-                 channels_last:bool=None, # Channels-last memory layout; on CUDA if None
+                 channels_last:bool=None, # Channels-last memory layout; on CUDA and CPU if None (faster for these CNNs)
                  path:Path=None, # Folder for the `last.pth` and `best.pth` checkpoints that `fit` writes; none if None
                  seed:int=None, # Seed torch's generator and the training loader's now; leave them alone if None
                  progress:bool=True, # Show progress bars
@@ -478,7 +478,7 @@ class Learner:
         self.scaler = None
         if self.amp_dtype == torch.float16:  # float16 needs loss scaling; bfloat16 does not
             self.scaler = torch.amp.GradScaler('cuda') if hasattr(torch.amp, 'GradScaler') else torch.cuda.amp.GradScaler()
-        self.channels_last = self.device.type == 'cuda' if channels_last is None else bool(channels_last)
+        self.channels_last = self.device.type in ('cuda', 'cpu') if channels_last is None else bool(channels_last)
         self.path = None if path is None else Path(path)
         if self.path is not None and self.arch is None:
             raise UserError("Learner(path=...) writes checkpoints, which need the model's architecture: build the model "
@@ -495,7 +495,8 @@ class Learner:
         self.history = []             # one dict per epoch
         self.epoch = 0                # epochs trained so far, over all fit calls
         self.best_acc, self.best_epoch, self._best_state = -1.0, None, None
-        self._cache, self.feature_time = None, 0.0   # cached features, seconds their last computation took
+        self._cache, self.feature_time = None, 0.0   # the cache last used, seconds its computation took
+        self._caches = {}                             # caches by the stage whose inputs they hold
         self.max_cache_gb = float(max_cache_gb)
 
     def __repr__(self):
@@ -762,24 +763,57 @@ class Learner:
         n = len(self.data.train_ds)*(views + clean) + len(self.data.valid_ds)
         return per*4*n/1e9
 
+    @torch.no_grad()
+    def _derive(self, src, cut):
+        "The inputs of stage `cut` from a cache of an earlier stage's inputs: run the stages between on the cache."
+        mid = self._stages()[src['cut']:cut]
+        was = [(m, m.training) for m in mid.modules()]
+        mid.eval()
+        def run(f):
+            out = [torch.cat([mid(self._cached_x(f[v, i:i + 256])).float() for i in range(0, f.shape[1], 256)])
+                   for v in range(f.shape[0])]
+            return torch.stack(out)
+        try:
+            with self._autocast():
+                return dict(train=(run(src['train'][0]), src['train'][1]), valid=(run(src['valid'][0]), src['valid'][1]))
+        finally:
+            for m, t in was: m.training = t
+
     def _cached(self, views, clean=False, cut=None):
         "Train and validation inputs of stage `cut`, computed once and reused while the stages before it are unchanged."
         cut = self.frozen_stages if cut is None else cut
-        fp = self._fingerprint(cut)
-        key = (views, clean, cut, self.data.size, id(self.data), str(self.amp_dtype), self.channels_last)
-        c = self._cache
-        if c is None or c['key'] != key or not torch.equal(c['fp'], fp):
-            self._cache = None  # let the old cache go before the new one is built
+        key = (views, clean, self.data.size, id(self.data), str(self.amp_dtype), self.channels_last)
+        # drop caches that no longer hold what their stages compute
+        self._caches = {k: c for k, c in self._caches.items() if c['key'] == key and torch.equal(c['fp'], self._fingerprint(k))}
+        c = self._caches.get(cut)
+        if c is None:
             t = time.perf_counter()
-            self._cache = c = dict(key=key, fp=fp, cut=cut, train=self.features('train', views, clean, cut),
-                                   valid=self.features('valid', cut=cut))
+            earlier = [k for k in self._caches if k < cut and self._stages() is not None]
+            if earlier:  # a cache of an earlier stage's inputs: the stages between are cheap next to the images' pass
+                got = self._derive(self._caches[max(earlier)], cut)
+            else: got = dict(train=self.features('train', views, clean, cut), valid=self.features('valid', cut=cut))
+            c = self._caches[cut] = dict(key=key, fp=self._fingerprint(cut), cut=cut, **got)
             self.feature_time = time.perf_counter() - t
+        self._cache = c
         return c
+
+    def cache_inputs(self,
+                     n:int, # The stage whose inputs to cache (see `stages`; negative counts from the end)
+                     views:int=1, # Augmented views per training image
+                     clean:bool=False, # Also cache the plain centre crop of each training image
+                    ):
+        "Cache the inputs of stage `n` now, for fits (and range tests) whose frozen stages reach `n` to start from."
+        k = self._n_stages()
+        if not -k < n < k or self.frozen_stages < n % k:
+            raise UserError(f"cache_inputs({n}): the stages before it must be frozen (freeze(bn=True) or freeze_to) and "
+                            f"n must be between {-k + 1} and {k - 1}")
+        with self.dist.guard('computing features'): self._cached(views, clean, n % k)
+        return self
 
     def _cached_x(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
-    def _train_cached(self, fwd, cache, sched, epoch):
+    def _train_cached(self, fwd, cache, sched, epoch, flip=False):
         feats, targets = cache['train']
         self._train_mode()
         v, n = feats.shape[:2]
@@ -788,12 +822,14 @@ class Learner:
         g = torch.Generator().manual_seed(mix_seed(self.seed, 2, epoch))  # the same order in every process
         perm = torch.randperm(n, generator=g).to(feats.device)
         view = torch.randint(v, (n,), generator=g).to(feats.device)
+        mirror = (torch.rand(n, generator=g) < 0.5).to(feats.device) if flip and feats.dim() == 5 else None
         steps = n//bs if drop else math.ceil(n/bs)
         t = time.perf_counter()
         for i in _bar(range(steps), desc=f'epoch {epoch} train (cached)', disable=not self.progress):
             idx, pad = self.dist.shard(perm[i*bs:(i+1)*bs])  # this process's shard of the global batch
-            x = self._cached_x(feats[view[idx], idx])
-            lv, c, k = self._step(fwd, x, targets[idx], sched, epoch, i + 1, pad)
+            x = feats[view[idx], idx]
+            if mirror is not None: x = torch.where(mirror[idx, None, None, None], x.flip(-1), x)
+            lv, c, k = self._step(fwd, self._cached_x(x), targets[idx], sched, epoch, i + 1, pad)
             now = time.perf_counter(); self.train_stats.append(lv, c, k, now - t); t = now
 
     def _valid_cached(self, cache):
@@ -817,12 +853,12 @@ class Learner:
         return dict(arch=self.arch, classes=d.classes, names=d.names, mean=d.mean, std=d.std, size=d.size,
                     epoch=self.epoch, metrics={k: v for k, v in last.items() if isinstance(v, float)})
 
-    def _train_state(self, fit_epoch, fit_epochs, stage, cached, views, clean=False, cut=None):
+    def _train_state(self, fit_epoch, fit_epochs, stage, cached, views, clean=False, cut=None, flip=False):
         g = getattr(self.data.train_dl, 'generator', None)
         return dict(rng=torch.get_rng_state(), loader_rng=None if g is None else g.get_state(),
                     cuda_rng=torch.cuda.get_rng_state_all() if self.device.type == 'cuda' else None,
                     fit_epoch=fit_epoch, fit_epochs=fit_epochs, stage=stage, cached=cached, views=views, clean=clean,
-                    frozen_stages=cut,
+                    frozen_stages=cut, flip=flip,
                     epoch=self.epoch, best_acc=self.best_acc, best_epoch=self.best_epoch,
                     train_stats=self.train_stats.state_dict(), valid_stats=self.valid_stats.state_dict(),
                     scaler=None if self.scaler is None else self.scaler.state_dict())
@@ -856,7 +892,7 @@ class Learner:
         self.model.load_state_dict(self._best_state)
         return self.best_acc
 
-    def _resume(self, path, epochs, stage, cached, views, clean=False, cut=None):
+    def _resume(self, path, epochs, stage, cached, views, clean=False, cut=None, flip=False):
         "Restore a run saved by `fit` at the end of an epoch; return how many of its `epochs` were done."
         ckpt = read_checkpoint(path)
         ts = ckpt.get('train_state')
@@ -869,9 +905,9 @@ class Learner:
         if ts['stage'] != stage or ts.get('frozen_stages', cut) != cut:
             raise UserError(f"{path} was saved with the body {ts['stage']} ({ts.get('frozen_stages')} frozen stages), but "
                             f"it is {stage} ({cut}) now: freeze as when it was saved (freeze, freeze_to or unfreeze)")
-        if (ts['cached'], ts['views'], ts.get('clean', False)) != (cached, views, clean):
+        if (ts['cached'], ts['views'], ts.get('clean', False), ts.get('flip', False)) != (cached, views, clean, flip):
             raise UserError(f"{path} was saved with cache={ts['cached']}, views={ts['views']}, "
-                            f"clean={ts.get('clean', False)}: resume with the same")
+                            f"clean={ts.get('clean', False)}, flip={ts.get('flip', False)}: resume with the same")
         self.model.load_state_dict(ckpt['model'])
         try: self.opt.load_state_dict(ckpt['opt'])
         except (ValueError, KeyError, RuntimeError) as e:
@@ -907,6 +943,7 @@ class Learner:
             cache:bool=None, # Train on cached outputs of the frozen leading stages; None: if they take <= `max_cache_gb`
             views:int=1, # Augmented views per training image in the cache
             clean:bool=False, # Also cache the plain centre crop of each training image (as one more view)
+            flip:bool=False, # Mirror cached feature maps (not pooled features) of a random half of the images each epoch
             resume:Path=None, # Continue from this checkpoint (a `last.pth` written by an interrupted `fit`)
            ) -> list: # One dict per epoch of this call: `epoch, stage, trn_loss, val_loss, trn_acc, val_acc, lr, time`
         "Train for `epochs` epochs, validating after each; keep statistics, and the best checkpoint on validation accuracy."
@@ -922,7 +959,7 @@ class Learner:
                             "the features change while they train")
         self._ready_opt(lr, body_lr)
         self.sched = self._make_sched(sched, epochs*len(self.data.train_dl))
-        start = 0 if resume is None else self._resume(resume, epochs, stage, bool(cache), views, clean, cut)
+        start = 0 if resume is None else self._resume(resume, epochs, stage, bool(cache), views, clean, cut, flip)
         with self.dist.guard('computing features'): cached = self._cached(views, clean, cut) if cache else None
         # DDP averages the gradients of the parameters that train when it is built: build it for this stage
         fwd = self.dist.wrap(self._suffix(cut) if cached else self.model)
@@ -933,7 +970,7 @@ class Learner:
                 t0, ep = time.perf_counter(), self.epoch + 1
                 self.train_stats.new_epoch(ep); self.valid_stats.new_epoch(ep)
                 with self.dist.guard(f'epoch {ep}'):
-                    if cached: self._train_cached(fwd, cached, self.sched, ep); self._valid_cached(cached)
+                    if cached: self._train_cached(fwd, cached, self.sched, ep, flip); self._valid_cached(cached)
                     else: self._train_slow(fwd, self.sched, ep); self._valid_slow()
                 self.epoch = ep
                 r = dict(epoch=ep, stage=stage, trn_loss=self.train_stats.loss, val_loss=self.valid_stats.loss,
@@ -949,7 +986,7 @@ class Learner:
                     save_checkpoint(self.path/'last.pth', self.model, **self._meta(), opt=self.opt, sched=self.sched,
                                     history=self.history,
                                     train_state=self._train_state(e + 1, epochs, stage, bool(cache), views, clean,
-                                                                  cut))
+                                                                  cut, flip))
                 self._print_row(r, best)
         except KeyboardInterrupt:
             if self.verbose:
@@ -971,6 +1008,7 @@ class Learner:
                   views:int=1, # Augmented views per image in the caches of frozen stages
                   clean:bool=False, # Also cache the plain centre crop of each training image
                   freeze_to:int=None, # Stage 2 trains the stages from this one on (see `freeze_to`; on cached inputs); all if None
+                  flip:bool=False, # Mirror the cached feature maps of stage 2 at random (see `fit`)
                   resume:Path=None, # Continue an interrupted run from its `last.pth`
                  ) -> list: # One dict per epoch of both stages
         "The two stages of transfer learning: train the head on a frozen body, then unfreeze and fine-tune (part of) the rest."
@@ -987,6 +1025,9 @@ class Learner:
         out = []
         if freeze_epochs and stage in (None, 'frozen'):
             self.freeze(bn=freeze_bn)
+            n = self._n_stages()
+            if freeze_to is not None and freeze_bn and self._cache_gb(freeze_to % n, views, clean) <= self.max_cache_gb:
+                self.cache_inputs(freeze_to, views, clean)  # one pass over the images for both stages
             if self.verbose: print(f"Stage 1: the head alone ({n_trainable(self.model):,} trainable parameters), lr {lr:.3g}")
             out += self.fit(freeze_epochs, lr, sched=sched, views=views, clean=clean,
                             resume=resume if stage == 'frozen' else None)
@@ -998,7 +1039,7 @@ class Learner:
             if self.verbose:
                 print(f"Stage 2: {what} ({n_trainable(self.model):,} trainable parameters), "
                       f"lr {lr2:.3g} for the head, {lr2/body_div:.3g} for the body")
-            out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, views=views, clean=clean,
+            out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, views=views, clean=clean, flip=flip,
                             resume=resume if stage in ('partial', 'unfrozen') else None)
         return out
 

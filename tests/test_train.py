@@ -251,3 +251,14 @@ def test_cache_size_limit_falls_back_to_the_slow_path():
     l.fit(1, lr=0.05)
     assert l._cache is None and l.history[-1]['stage'] == 'partial'
     with pytest.raises(UserError, match='freeze_to'): make().fit(1, lr=0.05, cache=True)
+
+def test_fine_tune_with_freeze_to_reads_the_images_once(monkeypatch):
+    "Stage 1's pooled features are derived from stage 2's cache: one pass over the images per split, not two."
+    l = make()
+    calls = []
+    real = Learner.features
+    monkeypatch.setattr(Learner, 'features', lambda self, split, *a, **k: calls.append(split) or real(self, split, *a, **k))
+    l.fine_tune(1, 1, lr=0.05, freeze_to=-3, views=0, clean=True, flip=True)
+    assert calls == ['train', 'valid'] and sorted(l._caches) == [8, 10]
+    ts = l.history[-1]
+    assert ts['stage'] == 'partial'
