@@ -14,9 +14,8 @@ from typing import Callable, Union
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm as _plain_tqdm
 
-from .data import UserError
+from .core import UserError, progress
 
 # %% ../nbs/02_clr.ipynb #010fd461
 def _is_real(v) -> bool: return isinstance(v, numbers.Real) and not isinstance(v, bool)
@@ -256,12 +255,6 @@ def _batches(dl):
             yield b
         if n == 0: raise UserError("lr_find: dl yielded no batches; give it a loader over a non-empty dataset")
 
-def _progress_bar(total:int, show:bool):
-    "A progress bar (a widget in notebooks), or a silent one."
-    if not show: return _plain_tqdm(total=total, disable=True)
-    from tqdm.auto import tqdm  # imported here: without ipywidgets it warns on import, even for a silent bar
-    return tqdm(total=total, leave=False)
-
 def _model_device(model) -> torch.device:
     t = next(model.parameters(), None)
     if t is None: t = next(model.buffers(), None)
@@ -279,7 +272,7 @@ def lr_find(model:nn.Module, # The network; trained during the sweep, then put b
             diverge:float=4.0, # Stop once the smoothed loss exceeds `diverge` times its best
             device=None, # Where batches go; the device of the model's parameters if None
             suggest:Union[str,Callable]='min/10', # Rule for `suggestion`: a name in `SUGGESTERS`, or `f(lrs, losses)`
-            show_progress:bool=True, # Show a progress bar
+            show_progress:bool=None, # Progress bar: True, False, or None for one in a notebook or on a terminal only
            ) -> LRFinderResult:
     "Smith's learning-rate range test; afterwards the model, optimizer, loader and RNGs are exactly as before."
     num_it = _check_sweep(start_lr, end_lr, num_it, 'start_lr', 'end_lr', 'num_it', 'lr_find')
@@ -301,7 +294,7 @@ def lr_find(model:nn.Module, # The network; trained during the sweep, then put b
     raw, avg, stop, batches = [], 0., 'done', _batches(dl)
     try:
         if not model.training: model.train()
-        with torch.enable_grad(), _progress_bar(num_it, show_progress) as bar:
+        with torch.enable_grad(), progress(total=num_it, show=show_progress) as bar:
             for i in range(num_it):
                 b = next(batches)
                 if not isinstance(b, (list, tuple)) or len(b) < 2:

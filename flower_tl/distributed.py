@@ -15,7 +15,7 @@ import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .data import UserError
+from .core import UserError
 
 # %% ../nbs/07_distributed.ipynb #48ea588d
 TIMEOUT_ENV, FAULT_ENV = 'FLOWER_TL_DIST_TIMEOUT', 'FLOWER_TL_FAULT'

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .data import UserError
+from .core import UserError
 
 # %% ../nbs/01_lookahead.ipynb #44621249
 def _check_alpha(alpha):

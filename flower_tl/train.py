@@ -9,7 +9,7 @@ __all__ = ['RESNETS', 'ARCHS', 'CKPT_FORMAT', 'arch_info', 'resnet_cache_file', 
            'model_from_checkpoint', 'default_device', 'sgd_lookahead', 'AvgStats', 'LossNotFinite', 'Learner']
 
 # %% ../nbs/03_train.ipynb #57eb2e9c
-import math, os, time, warnings
+import math, os, pickle, time, warnings
 from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,7 +21,8 @@ import torchvision
 from torch import nn
 
 from . import __version__
-from .data import UserError, IMAGENET_STATS, LITE_STATS
+from .core import UserError, atomic_open, check_count, loss_or_inf, option, progress
+from .data import IMAGENET_STATS, LITE_STATS
 from .lookahead import Lookahead
 from .distributed import Dist, mix_seed
 
@@ -51,14 +52,21 @@ def resnet_cache_file(arch:str='resnet50', # One of `RESNETS`
 def _torch_home() -> str:
     return os.environ.get('TORCH_HOME') or str(Path(torch.hub.get_dir()).parent)
 
+def _safe_load(path, device, what, hint):
+    "`torch.load(path, weights_only=True)`; a `UserError` naming `what` and giving `hint` if it cannot be read."
+    try: return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:   # torch's own message suggests weights_only=False: never for an untrusted file
+        raise UserError(f"{what} {path} holds Python objects that a safe load refuses; flower_tl loads only tensors "
+                        f"and plain data, so never load this file unless you made it; {hint}") from None
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ''
+        raise UserError(f"could not read {what} {path} ({type(e).__name__}: {first}); {hint}") from None
+
 def _read_state_dict(path):
     "A state_dict from a file: a plain one, one saved from `DataParallel`, or the `model` of a flower_tl checkpoint."
     path = Path(path)
     if not path.is_file(): raise UserError(f"weights file not found: {path}")
-    try: sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise UserError(f"could not read weights file {path} ({type(e).__name__}: {e}); "
-                        "pass a file written with torch.save(model.state_dict(), path)") from None
+    sd = _safe_load(path, 'cpu', 'weights file', "pass a file written with torch.save(model.state_dict(), path)")
     for k in ('model', 'state_dict'):
         if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -246,16 +254,7 @@ def atomic_save(obj, # What to save: tensors, numbers, strings, lists and dicts
                ) -> Path: # `path`
     "`torch.save` `obj` to `path` atomically: write a temporary file in the same folder, then `os.replace` it."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent/f'.{path.name}.{os.getpid()}.tmp'
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, overwrite=True, binary=True) as f: torch.save(obj, f)   # only ever replaces a regular file
     return path
 
 # %% ../nbs/03_train.ipynb #a2c59a58
@@ -303,10 +302,7 @@ def read_checkpoint(path:Path, # A file written by `save_checkpoint`
     "Read a flower_tl checkpoint with `torch.load(weights_only=True)`, with clear errors for missing or foreign files."
     path = Path(path)
     if not path.is_file(): raise UserError(f"checkpoint not found: {path}")
-    try: ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise UserError(f"could not read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                        "it is damaged or not a checkpoint") from None
+    ckpt = _safe_load(path, device, 'checkpoint', "it is damaged or not a flower_tl checkpoint")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _CKPT_KEYS):
         raise UserError(f"{path} is not a flower_tl checkpoint (use save_checkpoint; a plain state_dict "
                         "goes to create_model(weights=...))")
@@ -412,29 +408,16 @@ class AvgStats:
     def load_state_dict(self, sd:dict):
         for k in self._FIELDS: setattr(self, k, list(sd[k]) if isinstance(sd[k], list) else sd[k])
 
-# %% ../nbs/03_train.ipynb #0bb30440
-def _bar(it, total=None, desc=None, disable=False):
-    from tqdm.auto import tqdm
-    try: return tqdm(it, total=total, desc=desc, leave=False, disable=disable, dynamic_ncols=True)
-    except ImportError:  # a notebook without ipywidgets
-        from tqdm.std import tqdm as tqdm_text
-        return tqdm_text(it, total=total, desc=desc, leave=False, disable=disable, dynamic_ncols=True)
-
 # %% ../nbs/03_train.ipynb #7bf4621d
 class LossNotFinite(UserError):
     "The loss became NaN or infinite; the learning rate is usually too high."
 
 # %% ../nbs/03_train.ipynb #b4ce2e27
-def _check_count(name, v, lo=0):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise UserError(f"{name} must be a whole number >= {lo}; got {v!r}")
-    return v
-
 def _check_lr(name, v):
     if v is None: return v
-    try: ok = math.isfinite(float(v)) and float(v) >= 0
+    try: ok = math.isfinite(float(v)) and float(v) > 0   # a rate of 0 trains nothing: say so rather than run
     except (TypeError, ValueError): ok = False
-    if not ok: raise UserError(f"{name} must be a learning rate >= 0 (e.g. 1e-2); got {v!r}")
+    if not ok: raise UserError(f"{name} must be a learning rate > 0 (e.g. 1e-2); got {v!r}")
     return float(v)
 
 class Learner:
@@ -451,7 +434,7 @@ class Learner:
                  channels_last:bool=None, # Channels-last memory layout; on CUDA and CPU if None (faster for these CNNs)
                  path:Path=None, # Folder for the `last.pth` and `best.pth` checkpoints that `fit` writes; none if None
                  seed:int=None, # Seed torch's generator and the training loader's now; leave them alone if None
-                 progress:bool=True, # Show progress bars
+                 progress:bool=None, # Progress bars: True, False, or None for bars in a notebook or on a terminal only, never into a log
                  verbose:bool=True, # Print the epoch table
                  dist=None, # A `flower_tl.distributed.Dist`; from torchrun's variables (RANK, WORLD_SIZE, ...) if None
                  max_cache_gb:float=4.0, # `fit(cache=None)` caches a frozen prefix's outputs only if they take at most this
@@ -483,7 +466,8 @@ class Learner:
         if self.path is not None and self.arch is None:
             raise UserError("Learner(path=...) writes checkpoints, which need the model's architecture: build the model "
                             "with create_model (it sets model.arch)")
-        self.progress, self.verbose = progress and self.dist.is_main, verbose and self.dist.is_main  # rank 0 speaks
+        self.progress = progress if self.dist.is_main else False   # rank 0 speaks; None: where a person watches
+        self.verbose = verbose and self.dist.is_main
         self.seed = data.seed if seed is None else seed
         if seed is not None:
             torch.manual_seed(seed)
@@ -671,15 +655,15 @@ class Learner:
     def _train_slow(self, fwd, sched, epoch):
         self._train_mode()
         dl, t = self._loader('train', epoch), time.perf_counter()
-        for i, (x, y, pad) in enumerate(_bar(self._shards(dl), total=len(dl), desc=f'epoch {epoch} train',
-                                             disable=not self.progress), 1):
+        for i, (x, y, pad) in enumerate(progress(self._shards(dl), total=len(dl), desc=f'epoch {epoch} train',
+                                                 show=self.progress), 1):
             lv, c, n = self._step(fwd, x, y, sched, epoch, i, pad)
             now = time.perf_counter(); self.train_stats.append(lv, c, n, now - t); t = now
 
     @torch.no_grad()
     def _eval_batches(self, forward, batches, stats, desc, total=None):
         t = time.perf_counter()
-        for x, y, pad in _bar(batches, total=total, desc=desc, disable=not self.progress):
+        for x, y, pad in progress(batches, total=total, desc=desc, show=self.progress):
             with self._autocast():
                 out = forward(x)
                 loss = out.float().sum()*0 if pad else self.loss_func(out, y)
@@ -735,7 +719,7 @@ class Learner:
                 dl.batch_sampler.set_epoch(v)
                 got, ys = [], []
                 desc = f'features ({split}' + (f', view {v+1}/{len(plan)})' if len(plan) > 1 else ')')
-                for x, y in _bar(dl, desc=desc, disable=not self.progress):
+                for x, y in progress(dl, desc=desc, show=self.progress):
                     x, y = self._to_device(x, y)
                     with self._autocast(): got.append(prefix(x).float().contiguous())
                     ys.append(y)
@@ -825,7 +809,7 @@ class Learner:
         mirror = (torch.rand(n, generator=g) < 0.5).to(feats.device) if flip and feats.dim() == 5 else None
         steps = n//bs if drop else math.ceil(n/bs)
         t = time.perf_counter()
-        for i in _bar(range(steps), desc=f'epoch {epoch} train (cached)', disable=not self.progress):
+        for i in progress(range(steps), desc=f'epoch {epoch} train (cached)', show=self.progress):
             idx, pad = self.dist.shard(perm[i*bs:(i+1)*bs])  # this process's shard of the global batch
             x = feats[view[idx], idx]
             if mirror is not None: x = torch.where(mirror[idx, None, None, None], x.flip(-1), x)
@@ -947,7 +931,7 @@ class Learner:
             resume:Path=None, # Continue from this checkpoint (a `last.pth` written by an interrupted `fit`)
            ) -> list: # One dict per epoch of this call: `epoch, stage, trn_loss, val_loss, trn_acc, val_acc, lr, time`
         "Train for `epochs` epochs, validating after each; keep statistics, and the best checkpoint on validation accuracy."
-        _check_count('epochs', epochs, 1); _check_count('views', views, 0)
+        check_count('epochs', epochs, 1); check_count('views', views, 0)
         if views + bool(clean) < 1: raise UserError("views=0 needs clean=True: the cache needs at least one view")
         lr, body_lr = _check_lr('lr', lr), _check_lr('body_lr', body_lr)
         cut = self.frozen_stages
@@ -990,8 +974,8 @@ class Learner:
                 self._print_row(r, best)
         except KeyboardInterrupt:
             if self.verbose:
-                where = f"; the checkpoints in {self.path} are intact (resume with fit(..., resume=" \
-                        f"'{self.path/'last.pth'}'))" if self.path is not None and self.epoch else ''
+                where = f"; the checkpoints in {self.path} are intact (continue with " \
+                        f"{option('resume', self.path/'last.pth')})" if self.path is not None and self.epoch else ''
                 print(f"interrupted in epoch {self.epoch + 1}{where}", flush=True)
             raise
         finally: del fwd  # DDP's hooks go with it; the next stage wraps the model anew
@@ -1012,7 +996,7 @@ class Learner:
                   resume:Path=None, # Continue an interrupted run from its `last.pth`
                  ) -> list: # One dict per epoch of both stages
         "The two stages of transfer learning: train the head on a frozen body, then unfreeze and fine-tune (part of) the rest."
-        _check_count('freeze_epochs', freeze_epochs); _check_count('epochs', epochs)
+        check_count('freeze_epochs', freeze_epochs); check_count('epochs', epochs)
         lr = _check_lr('lr', lr); lr2 = lr/2 if lr2 is None else _check_lr('lr2', lr2)
         if freeze_to is not None and freeze_to % self._n_stages() in (0, self._n_stages() - 1):
             raise UserError(f"fine_tune: freeze_to={freeze_to} would make stage 2 {'everything' if freeze_to == 0 else 'the head alone'}; "
@@ -1061,7 +1045,8 @@ class Learner:
             cache = cut > 0 and (cut == self._n_stages() - 1 or self._cache_gb(cut, views, clean) <= self.max_cache_gb)
         if cache and not cut: raise UserError("cache=True needs frozen leading stages (freeze(bn=True) or freeze_to(n, bn=True))")
         trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
-        if self.opt is None or trainable != getattr(self, '_opt_params', None):
+        kept = (self.opt, self.sched, getattr(self, '_opt_params', None))
+        if self.opt is None or trainable != kept[2]:   # a sweep-only optimizer, dropped afterwards (below)
             self.create_opt(start_lr, None if body_div is None else start_lr/body_div)
         modes = [(m, m.training) for m in self.model.modules()]
         self._train_mode()
@@ -1078,50 +1063,67 @@ class Learner:
                                device=self.device, show_progress=self.progress, **kwargs)
         finally:
             for m, t in modes: m.training = t
+            # as it found it: no optimizer at the sweep's start rate for a later fit() to train with silently
+            self.opt, self.sched, self._opt_params = kept
 
     # ---- curves ----
-    _CURVES = {'train_loss': ('train_stats', 'smooth_losses', 'Loss', 'Train', 'tab:red'),
-               'train_acc': ('train_stats', 'accs', 'Accuracy', 'Train', 'tab:red'),
-               'valid_loss': ('valid_stats', 'losses', 'Loss', 'Valid', 'tab:blue'),
-               'valid_acc': ('valid_stats', 'accs', 'Accuracy', 'Valid', 'tab:blue')}
+    _CURVES = {'train_loss': ('Loss', 'Train'), 'train_acc': ('Accuracy', 'Train'),
+               'valid_loss': ('Loss', 'Valid'), 'valid_acc': ('Accuracy', 'Valid')}
+    _STAGES = {'frozen': 'head only, body frozen', 'partial': 'top of the body unfrozen',
+               'unfrozen': 'whole network unfrozen'}
+
+    def _mark_stages(self, ax, shift:float=0):
+        "Dotted lines where a new stage starts (`shift` after its last epoch's x), labelled with what trains from there."
+        for a, b in zip(self.history, self.history[1:]):
+            if a['stage'] != b['stage']:
+                ax.axvline(a['epoch'] + shift, color='gray', ls=':', label=f"from here: {self._STAGES.get(b['stage'], b['stage'])}")
 
     def plot_curves(self,
                     which:str=None, # 'train_loss', 'train_acc', 'valid_loss' or 'valid_acc'; all four if None
                     figsize:tuple=None, # Figure size in inches
                    ): # A matplotlib Figure
-        "Per-iteration curves: smoothed training loss, running accuracies, validation batch losses."
+        "Training loss and accuracy batch by batch, validation loss and accuracy after each epoch; x in epochs as in the table."
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
         names = list(self._CURVES) if which is None else [which]
-        bad = [n for n in names if n not in self._CURVES]
-        if bad: raise UserError(f"which must be one of {', '.join(self._CURVES)} or None; got {which!r}")
+        if any(n not in self._CURVES for n in names):
+            raise UserError(f"which must be one of {', '.join(self._CURVES)} or None; got {which!r}")
+        if not self.history: raise UserError("nothing to plot yet: call fit first")
+        st = self.train_stats
+        per_epoch = {e: st.epochs.count(e) for e in set(st.epochs)}
+        seen, x = {}, []   # batch k of the n in epoch e sits at e - 1 + k/n: epoch e spans (e-1, e]
+        for e in st.epochs: seen[e] = seen.get(e, 0) + 1; x.append(e - 1 + seen[e]/per_epoch[e])
+        ep = [r['epoch'] for r in self.history]
         fig, axs = plt.subplots(*((2, 2) if which is None else (1, 1)), squeeze=False,
                                 figsize=figsize or ((9, 5.4) if which is None else (5, 3)), constrained_layout=True)
         for ax, n in zip(axs.flat, names):
-            stats_name, field, ylabel, label, color = self._CURVES[n]
-            stats = getattr(self, stats_name)
-            ax.plot(getattr(stats, field), '.-' if len(stats) < 40 else '-', color=color, label=label)
-            starts = [i for i in range(1, len(stats)) if stats.epochs[i] != stats.epochs[i-1]]
-            for i in starts if len(starts) <= 30 else []: ax.axvline(i - 0.5, color='0.7', lw=0.8, ls=':', zorder=0)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel('Iterations' + (' (grey lines: new epoch)' if 0 < len(starts) <= 30 else ''))
-            ax.set_ylabel(ylabel); ax.legend(); ax.grid(alpha=0.3, axis='y')
+            ylabel, split = self._CURVES[n]
+            if n == 'train_loss':
+                ax.plot(x, st.losses, color='tab:red', alpha=0.25, lw=0.8, label='Train, each batch')
+                ax.plot(x, st.smooth_losses, color='tab:red', label=f'Train, smoothed (EMA, beta={st.beta})')
+                ax.plot(ep, [r['trn_loss'] for r in self.history], 'k.', label="Train, epoch mean (the table's)")
+            elif n == 'train_acc': ax.plot(x, st.accs, color='tab:red', label='Train, running accuracy of the epoch')
+            else:
+                ax.plot(ep, [r[f"val_{'loss' if ylabel == 'Loss' else 'acc'}"] for r in self.history], 'o-',
+                        color='tab:blue', label='Valid, after each epoch')
+            self._mark_stages(ax)
+            ax.set(xlabel='Epoch (as numbered in the table)', ylabel=ylabel, xlim=(0, max(ep) + 0.2))
+            ax.legend(fontsize=7); ax.grid(alpha=0.3)
         plt.close(fig)
         return fig
 
     def plot_epochs(self, figsize:tuple=(9, 3.2)): # A matplotlib Figure
-        "Loss and accuracy per epoch, training and validation, with the start of the unfrozen stage marked."
+        "Loss and accuracy per epoch, training and validation, with the start of each stage marked."
         import matplotlib.pyplot as plt
         from matplotlib.ticker import MaxNLocator
         if not self.history: raise UserError("nothing to plot yet: call fit first")
         fig, axs = plt.subplots(1, 2, figsize=figsize, constrained_layout=True)
         ep = [r['epoch'] for r in self.history]
         for ax, what in zip(axs, ('loss', 'acc')):
-            ax.plot(ep, [r[f'trn_{what}'] for r in self.history], 'o-', color='tab:red', label='Train')
-            ax.plot(ep, [r[f'val_{what}'] for r in self.history], 'o-', color='tab:blue', label='Valid')
-            for a, b in zip(self.history, self.history[1:]):
-                if a['stage'] != b['stage']: ax.axvline(a['epoch'] + 0.5, color='gray', ls=':', label=f"{b['stage']} from here")
+            ax.plot(ep, [r[f'trn_{what}'] for r in self.history], 'o-', color='tab:red', label='Train (epoch mean)')
+            ax.plot(ep, [r[f'val_{what}'] for r in self.history], 'o-', color='tab:blue', label='Valid (after the epoch)')
+            self._mark_stages(ax, shift=0.5)   # between the last point of one stage and the first of the next
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel('Epoch'); ax.set_ylabel('Loss' if what == 'loss' else 'Accuracy'); ax.grid(alpha=0.3); ax.legend()
+            ax.set_xlabel('Epoch'); ax.set_ylabel('Loss' if what == 'loss' else 'Accuracy'); ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
         plt.close(fig)
         return fig

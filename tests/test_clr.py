@@ -1,5 +1,5 @@
 "The LR range test with what notebooks do badly: worker processes, an interrupted sweep, the file system."
-import copy, os, random
+import copy, os, random, tempfile
 
 import numpy as np
 import pytest
@@ -78,6 +78,10 @@ def test_nothing_written_to_disk(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     tmp = tmp_path/'tmp'; tmp.mkdir()
     monkeypatch.setenv('TMPDIR', str(tmp))
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp))   # tempfile caches its folder: the variable alone is too late
+    assert tempfile.gettempdir() == str(tmp)
+    def no_save(*args, **kwargs): raise AssertionError("lr_find saved something with torch.save")
+    monkeypatch.setattr(torch, 'save', no_save)
     model, dl = net(), loader(data())
     lr_find(model, dl, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01), num_it=10,
             show_progress=False)

@@ -1,6 +1,6 @@
 """flower_tl.data where notebooks are a poor fit: loader worker processes (forked and spawned), unreadable files
 injected into real data folders, and the official Oxford 102 split read from a fake local copy (never downloaded)."""
-import hashlib, io, pickle, sys
+import hashlib, io, multiprocessing, pickle, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,9 @@ def test_bad_image_in_a_worker_names_the_file(tmp_path, kind, split):
     msg = str(e.value)
     assert str(bad) in msg and 'DataLoader worker process' in msg and '\n' not in msg, msg
     assert isinstance(e.value, UserError) and 'Traceback' in e.value.worker_trace
+    # the failed loop's workers are gone now, not when Python collects the iterator that the error's traceback
+    # keeps alive: a collection in a later loader's forked worker would close pipes that are not its own
+    assert multiprocessing.active_children() == []
     assert find_bad_images(root) == [(bad, find_bad_images(bad.parent)[0][1])]
     assert digest(root) == before, "flower_tl changed, moved or removed a user file"
 
@@ -62,6 +65,23 @@ def test_find_bad_images_reasons(tmp_path):
     assert found['empty.JPG'] == 'empty file (0 bytes)'
     assert 'truncated' in found['truncated.JPG'] and 'not an image' in found['text.JPG']
     with pytest.raises(UserError, match='no_such'): find_bad_images(tmp_path/'no_such')
+
+
+# ---------------------------------------------------------------- links to folders are never followed
+
+def test_folder_links_are_not_followed(tmp_path):
+    root = make_data(tmp_path/'data', test=2)
+    (root/'train'/'1'/'loop').symlink_to('..')          # train/1/loop/1/loop/...: once 60 photos became 2460
+    (root/'test'/'up').symlink_to('..')                 # the whole data folder, as "test images"
+    (root/'valid'/'2'/'copy.jpg').symlink_to(root/'valid'/'2'/'2_0.jpg')   # a link to an image is an image
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        data = FlowerData.from_folder(root, size=32, num_workers=0)
+        found = find_bad_images(root)
+    assert (len(data.train_ds), len(data.valid_ds), len(data.test_ds)) == (6, 5, 2) and found == []
+    assert data.train_ds.targets == [0, 0, 0, 1, 1, 1]
+    said = ' '.join(str(m.message) for m in w)
+    assert f"in {root/'train'/'1'} (loop)" in said and f"in {root/'test'} (up)" in said
 
 
 # ---------------------------------------------------------------- every kind of image becomes RGB

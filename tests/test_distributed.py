@@ -13,6 +13,8 @@ from flower_tl.distributed import free_port, torchrun_command
 from flower_tl.predict import Predictor
 from flower_tl.train import model_from_checkpoint, read_checkpoint
 
+pytestmark = pytest.mark.outcome   # weights and accuracies of real runs: CI runs these again on other CPU kernels
+
 SAMPLE = sample_path()
 # One thread per process (2 shared cores), gloo on the loopback interface only, and a timeout that ends a hang in
 # the tests well before pytest would.

@@ -252,3 +252,37 @@ def test_out_folder_with_other_files_is_left_alone(tmp_path):
     r = build('--offline', '--out', tmp_path / 'mine')
     assert r.returncode == 2 and 'already holds other files' in r.stderr
     assert (tmp_path / 'mine' / 'notes.txt').read_text() == 'keep me'
+
+
+def _output_texts(nb):
+    "Every text a notebook's saved outputs show: streams, results, displays, tracebacks."
+    for cell in nb.cells:
+        for o in cell.get('outputs', []):
+            if 'text' in o: yield cell, o['text']
+            for k, v in o.get('data', {}).items():
+                if k.startswith('text/') and isinstance(v, str): yield cell, v
+            for line in o.get('traceback', []): yield cell, line
+
+
+def test_no_machine_paths_in_saved_outputs():
+    "Committed outputs show no absolute path of the machine that ran them (tools/run_nb.py writes placeholders)."
+    import sys, tempfile
+    here = {str(ROOT), str(ROOT.resolve()), sys.prefix, str(Path.home()), os.path.realpath(tempfile.gettempdir())}
+    here = {p for p in here if len(p) > 1}
+    generic = re.compile(r"(?<![\w<.~-])/(?:work|root|home|tmp|Users|var/folders|private/var|mnt|content|kaggle/working)/[\w.-]")
+    bad = []
+    for fn in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for cell, text in _output_texts(nbformat.read(fn, as_version=4)):
+            hits = [p for p in here if re.search(re.escape(p) + r'(?![\w.-])', text)] + generic.findall(text)
+            if hits: bad.append(f"{fn.name}: {hits[0]!r} in the output of: {cell.source.splitlines()[0][:60]}")
+    assert not bad, "machine paths in saved outputs (re-run with tools/run_nb.py):\n" + '\n'.join(bad[:20])
+
+
+def test_path_check_catches_a_leak():
+    "The check above fails for a real leak: this checkout's path, or a temporary folder, in an output."
+    import tempfile
+    leak = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x', outputs=[
+        nbformat.v4.new_output('stream', name='stdout', text=f'wrote {tempfile.gettempdir()}/tmpab12/run\n')])])
+    texts = [t for _, t in _output_texts(leak)]
+    generic = re.compile(r"(?<![\w<.~-])/(?:work|root|home|tmp|Users|var/folders|private/var|mnt|content|kaggle/working)/[\w.-]")
+    assert any(generic.search(t) or os.path.realpath(tempfile.gettempdir()) in t for t in texts)

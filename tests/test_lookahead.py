@@ -35,6 +35,7 @@ def run(*args):
     r = subprocess.run([sys.executable, '-c', SCRIPT, *map(str, args)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
 
+@pytest.mark.outcome
 @pytest.mark.parametrize('inner', ['sgd', 'adamw'])
 def test_resume_in_new_process_is_bitwise(tmp_path, inner):
     import torch

@@ -52,6 +52,7 @@ def test_csv_round_trip(folder, tmp_path):
 KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys
     from flower_tl.predict import atomic_open
+    print(os.getpid(), flush=True)
     with atomic_open(sys.argv[1], overwrite=True) as f:
         f.write('half of a new file')
         f.flush()
@@ -64,8 +65,10 @@ def test_killed_while_writing_keeps_the_old_file(tmp_path):
     r = subprocess.run([sys.executable, '-c', KILLED_WRITER, str(target)], capture_output=True, text=True)
     assert r.returncode == -signal.SIGKILL
     assert target.read_text() == 'file_name,id\nold.jpg,1\n'      # the old file, whole
-    # a killed process cannot tidy up: its temporary file is hidden (.out.csv.*.tmp) and never replaces the target
-    assert all(p.name.startswith('.out.csv.') and p.name.endswith('.tmp') for p in tmp_path.iterdir() if p != target)
+    # a killed process cannot tidy up: its temporary file, hidden and named after it, is left and never replaced the target
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f'.out.csv.{r.stdout.strip()}.tmp', 'out.csv'])
+    with atomic_open(target, overwrite=True) as f: f.write('new')   # the next write to that file tidies it away
+    assert [p.name for p in tmp_path.iterdir()] == ['out.csv'] and target.read_text() == 'new'
 
 def test_error_while_writing_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):

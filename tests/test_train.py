@@ -49,6 +49,7 @@ class InterruptAt:
 
 def calls_per_epoch(l): return len(l.data.train_dl) + len(l.data.valid_dl)
 
+@pytest.mark.outcome
 @pytest.mark.parametrize('workers', [0, 2])
 def test_resume_after_interrupt_is_bitwise_identical(tmp_path, workers):
     "Ctrl-C in epoch 2, resume: the same weights and history as an uninterrupted run (which also shows two runs with one seed agree, workers or not)."
@@ -68,6 +69,7 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path, workers):
     assert c.opt.state_dict()['lookahead']['steps'] == a.opt.state_dict()['lookahead']['steps']
     assert (c.best_epoch, c.best_acc) == (a.best_epoch, a.best_acc)
 
+@pytest.mark.outcome
 def test_fine_tune_resumes_in_stage_two(tmp_path):
     a = make(tmp_path/'a')
     a.fine_tune(2, 2, lr=0.05)
@@ -110,6 +112,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     model_from_checkpoint(tmp_path/'last.pth')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['best.pth', 'last.pth']
 
+@pytest.mark.outcome
 def test_nan_loss_stops_with_epoch_and_iteration():
     l = make()
     class NanAt(InterruptAt):
@@ -122,6 +125,7 @@ def test_nan_loss_stops_with_epoch_and_iteration():
     assert isinstance(e.value, UserError) and 'lower learning rate' in str(e.value)
     assert all(torch.isfinite(p).all() for p in l.model.parameters())
 
+@pytest.mark.outcome
 def test_huge_learning_rate_is_caught():
     l = make()
     with pytest.raises(LossNotFinite, match='lower learning rate'): l.fit(3, lr=1e12)
@@ -224,6 +228,7 @@ def test_lr_find_on_the_whole_model_leaves_everything_as_it_was():
                for i in opt_before['state'])
     assert torch.equal(gen, l.data.train_dl.generator.get_state())
 
+@pytest.mark.outcome
 def test_partial_fine_tune_on_cached_inputs_resumes_bitwise(tmp_path):
     "Stage 2 trains the last stages on cached inputs of the frozen ones; Ctrl-C in it, resume: the same weights and history."
     kw = dict(freeze_to=-3, clean=True, views=1)   # resnet18: the last block, the pooling and the head train
