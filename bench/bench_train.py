@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from flower_tl.data import FlowerData, UserError
-from flower_tl.train import Learner, create_model, arch_info, sgd_lookahead, _BN
+from flower_tl.models import _BN
+from flower_tl.train import Learner, create_model, arch_info, sgd_lookahead
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent/'shared'/'data'/'flowers102'
@@ -37,14 +38,16 @@ def subset(src:Path, dst:Path, classes:int, per_class:int, valid_per_class:int) 
     return dst
 
 
-def bare_epoch(model, train_dl, valid_dl, opt, loss_func, bn_eval:bool):
-    "The same work as one epoch of `Learner.fit`, written as plainly as possible."
+def bare_epoch(model, train_dl, valid_dl, opt, loss_func, bn_eval:bool, channels_last:bool):
+    """The same work as one epoch of `Learner.fit`, written as plainly as possible: the same model, loaders, loss,
+    optimizer, BatchNorm modes and memory layout (the learner puts its inputs in channels-last layout on the CPU too)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.train()
     if bn_eval:
         for m in model.modules():
             if isinstance(m, _BN): m.eval()
     for x, y in train_dl:
-        loss = loss_func(model(x), y)
+        loss = loss_func(model(x.contiguous(memory_format=fmt)), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -52,7 +55,7 @@ def bare_epoch(model, train_dl, valid_dl, opt, loss_func, bn_eval:bool):
     tot, correct, n = torch.zeros(()), torch.zeros(()), 0
     with torch.no_grad():
         for x, y in valid_dl:
-            out = model(x)
+            out = model(x.contiguous(memory_format=fmt))
             tot += loss_func(out, y)*len(y); correct += (out.argmax(1) == y).sum(); n += len(y)
     return (tot/n).item(), (correct/n).item()
 
@@ -64,13 +67,13 @@ def overhead(root:Path, a) -> dict:
     bare_opt = sgd_lookahead(learn.model.parameters(), a.lr)
     ours, bare = [], []
     learn.fit(1, lr=a.lr)  # warm-up, both paths share the model
-    bare_epoch(learn.model, data.train_dl, data.valid_dl, bare_opt, learn.loss_func, learn.bn_eval)
+    bare_epoch(learn.model, data.train_dl, data.valid_dl, bare_opt, learn.loss_func, learn.bn_eval, learn.channels_last)
     cpu = {'ours': [], 'bare': []}
     for r in range(a.repeats):
         for name in (('ours', 'bare') if r % 2 == 0 else ('bare', 'ours')):
             t, c = time.perf_counter(), time.process_time()
             if name == 'ours': learn.fit(1, lr=a.lr)
-            else: bare_epoch(learn.model, data.train_dl, data.valid_dl, bare_opt, learn.loss_func, learn.bn_eval)
+            else: bare_epoch(learn.model, data.train_dl, data.valid_dl, bare_opt, learn.loss_func, learn.bn_eval, learn.channels_last)
             (ours if name == 'ours' else bare).append(time.perf_counter() - t)
             cpu[name].append(time.process_time() - c)
     m_ours, m_bare = statistics.median(ours), statistics.median(bare)

@@ -5,7 +5,7 @@ built by `flower_tl.train.create_model`), the same training and validation image
 batch size and the same epoch counts (frozen, then fine-tuning). Each library uses its own defaults otherwise:
 fastai trains with Adam and its one-cycle policy at its default `base_lr=2e-3` (or `--fastai-lr`), unfreezing
 the whole network in its second stage; flower_tl uses the recipe `flower_tl train` uses on a CPU
-(`flower_tl.cli.recipe('cpu', arch)`: SGD+Lookahead, the frozen stages cached once, the head and then the last
+(`flower_tl.fine_tune.recipe('cpu', arch)`: SGD+Lookahead, the frozen stages cached once, the head and then the last
 block trained on the cache, label smoothing 0.1, its learning rates; `--lr` overrides the stage-1 rate).
 
 fastai needs fastcore 2, which nbdev 2.4.14 cannot import, so fastai lives in a venv of its own (a bench-only
@@ -55,7 +55,7 @@ def accuracy(model, data) -> float:
 def run_flower_tl(path, args) -> dict:
     from flower_tl.data import FlowerData
     from flower_tl.train import Learner, create_model, arch_info
-    from flower_tl.cli import recipe
+    from flower_tl.fine_tune import fine_tune_recipe, recipe, with_lr
     info, r = arch_info(args.arch), recipe('cpu', args.arch)
     t0 = time.perf_counter()
     data = FlowerData.from_folder(path, size=args.size, mean=info['mean'], std=info['std'], bs=args.bs,
@@ -63,8 +63,7 @@ def run_flower_tl(path, args) -> dict:
     learn = Learner(data, create_model(args.arch, data.n_classes), label_smoothing=r['label_smoothing'],
                     seed=args.seed, progress=False)
     lr = r['lr'] if args.lr is None else args.lr
-    learn.fine_tune(args.freeze_epochs, args.epochs, lr, lr2=lr*r['lr2']/r['lr'], body_div=r['body_div'],
-                    freeze_to=r['freeze_to'], views=r['views'], clean=r['clean'], flip=r['flip'])
+    fine_tune_recipe(learn, {**with_lr(r, lr), 'freeze_epochs': args.freeze_epochs, 'epochs': args.epochs})
     secs = time.perf_counter() - t0
     return dict(seconds=secs, accuracy=accuracy(learn.model, data), lr=lr, data=data)
 

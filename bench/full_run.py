@@ -54,12 +54,12 @@ def run(args) -> dict:
             lr = lr_found = float(res.suggestion)
             print(f"lr_find suggests {lr:.3g}", flush=True)
         t0 = time.perf_counter()
-        hist = learn.fine_tune(args.freeze_epochs, 0, lr, views=args.views) if args.freeze_epochs else []
+        hist = learn.fine_tune(0, lr, freeze_epochs=args.freeze_epochs, views=args.views) if args.freeze_epochs else []
         t_stage1 = time.perf_counter() - t0
         stage1_acc = hist[-1]['val_acc'] if hist else None
         t0 = time.perf_counter()
         if args.epochs:
-            hist += learn.fine_tune(0, args.epochs, lr, lr2=args.lr2, body_div=args.body_div)
+            hist += learn.fine_tune(args.epochs, lr, freeze_epochs=0, lr2=args.lr2, body_div=args.body_div)
         t_stage2 = time.perf_counter() - t0
         learn.load_best()
         t0 = time.perf_counter()

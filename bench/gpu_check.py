@@ -415,7 +415,7 @@ def _throughput_one(arch, mode, variant, device, size, bs, warmup, windows, wind
 
 def step_throughput(cfg) -> dict:
     import torch
-    from flower_tl.cli import recipe
+    from flower_tl.fine_tune import recipe
     device = torch.device(cfg['device'])
     # the default batch sizes: flower_tl train's (the recipe's) and flower_tl predict's (64 on a GPU, 8 on a CPU)
     bs_train = cfg['tp_bs_train'] or recipe(device, 'efficientnet_lite0')['bs']

@@ -20,7 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 from torchvision.transforms import v2
 
-from .core import UserError
+from fastcore.basics import patch
+
+from .core import UserError, check_count
 
 # %% ../nbs/00_data.ipynb #21a66a8e
 def sample_path() -> Path: # The folder holding `train/`, `valid/`, `test/` and `cat_to_name.json`
@@ -232,11 +234,6 @@ def _few(items, k:int=5) -> str:
     items = [str(i) for i in items]
     return ', '.join(items[:k]) + (f" and {len(items)-k} more" if len(items) > k else "")
 
-def _check_int(name:str, value, lo:int, hint:str='') -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise UserError(f"{name} must be a whole number, at least {lo}{hint}; got {value!r}")
-    return int(value)
-
 def _default_workers() -> int:
     n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     return min(2, n)
@@ -280,9 +277,9 @@ class FlowerData:
                 ):
         self.path, self.size = Path(path), _check_size(size)
         self.mean, self.std = _check_stats(mean, std)
-        self.bs = _check_int('bs', bs, 2, " (a batch of one image breaks BatchNorm in training)")
-        self.num_workers = _default_workers() if num_workers is None else _check_int('num_workers', num_workers, 0)
-        self.seed = _check_int('seed', seed, 0)
+        self.bs = check_count('bs', bs, 2, " (a batch of one image breaks BatchNorm in training)")
+        self.num_workers = _default_workers() if num_workers is None else check_count('num_workers', num_workers, 0)
+        self.seed = check_count('seed', seed, 0)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         if not train.classes: raise UserError(f"no classes in the training images of {path}")
         self.classes = list(train.classes)
@@ -305,92 +302,84 @@ class FlowerData:
         self.valid_dl = self.loader(self.valid_ds)
         self.test_dl = None if test is None else self.loader(self.test_ds)
 
-    @classmethod
-    def from_folder(cls,
-                    path:Path=None, # Folder with `train/` and `valid/` (maybe `test/`, `cat_to_name.json`); the bundled sample if None
-                    size:int=224, # Side of the square images the model gets
-                    mean:tuple=IMAGENET_STATS[0], # Per-channel normalisation mean
-                    std:tuple=IMAGENET_STATS[1], # Per-channel normalisation standard deviation
-                    bs:int=64, # Batch size
-                    num_workers:int=None, # Loader worker processes; `min(2, CPU count)` if None
-                    seed:int=0, # Seed of the loaders' generators
-                    pin_memory:bool=None, # Pin batches for the GPU; if CUDA is available when None
-                    names=None, # JSON file of flower names; `path/'cat_to_name.json'` if there, when None; False: the ids
-                   ) -> 'FlowerData':
-        "Read the classic folder layout: `train/<category>/*.jpg`, `valid/<category>/*.jpg`, optional `test/` and names."
-        return cls(*_read_folder(sample_path() if path is None else path, names), size=size, mean=mean, std=std,
-                   bs=bs, num_workers=num_workers, seed=seed, pin_memory=pin_memory)
-
-    @classmethod
-    def from_flowers102(cls,
-                        root:Path, # Folder holding `flowers-102/` (or that folder itself)
-                        download:bool=False, # Download the data with torchvision if it is not there (needs internet)
-                        size:int=224, # Side of the square images the model gets
-                        mean:tuple=IMAGENET_STATS[0], # Per-channel normalisation mean
-                        std:tuple=IMAGENET_STATS[1], # Per-channel normalisation standard deviation
-                        bs:int=64, # Batch size
-                        num_workers:int=None, # Loader worker processes; `min(2, CPU count)` if None
-                        seed:int=0, # Seed of the loaders' generators
-                        pin_memory:bool=None, # Pin batches for the GPU; if CUDA is available when None
-                        names=None, # JSON file of flower names; torchvision's names if None; False: the ids
-                       ) -> 'FlowerData':
-        "Read the official Oxford 102 split (1020 train, 1020 valid, 6149 labelled test images) as torchvision stores it."
-        return cls(*_read_flowers102(root, download, names), size=size, mean=mean, std=std, bs=bs,
-                   num_workers=num_workers, seed=seed, pin_memory=pin_memory)
-
     @property
     def n_classes(self) -> int: return len(self.classes)
-
-    def loader(self,
-               ds:Dataset, # Any dataset
-               shuffle:bool=False, # Reshuffle every epoch
-               drop_last:bool=False, # Drop an incomplete last batch
-               bs:int=None, # Batch size; this object's `bs` if None
-              ) -> DataLoader: # A `Loader`
-        "A `Loader` over `ds` with this object's workers, pinned memory and a generator seeded with `seed`."
-        g = torch.Generator(); g.manual_seed(self.seed)
-        bs = self.bs if bs is None else _check_int('bs', bs, 1)
-        return Loader(ds, batch_size=bs, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, generator=g)
-
-    def dataset(self,
-                split:str, # 'train', 'valid' or 'test'
-                transform, # Transform for the images (e.g. `self.eval_tfm`); PIL images if None
-               ) -> ImageList:
-        "A new dataset of the images of `split`, read through `transform`."
-        if split not in self._raw: raise UserError(f"split must be 'train', 'valid' or 'test'; got {split!r}")
-        if self._raw[split] is None: raise UserError(f"{self.path} has no test images (no test folder)")
-        return self._raw[split].with_transform(transform)
-
-    def _idx(self, i) -> int:
-        try: i = operator.index(i)
-        except TypeError: raise UserError(f"a class index must be a whole number; got {i!r}") from None
-        if not 0 <= i < self.n_classes:
-            raise UserError(f"class index {i} is out of range: this data has {self.n_classes} classes, 0 to {self.n_classes-1}")
-        return i
-
-    def idx_to_cat(self, i:int) -> str:
-        "Category id of class index `i`."
-        return self.classes[self._idx(i)]
-
-    def cat_to_idx(self, cat) -> int:
-        "Class index of category id `cat` (`'10'` or `10`)."
-        try: return self._cat_idx[str(cat)]
-        except KeyError: raise UserError(f"unknown category id {cat!r}; this data has {_few(self.classes, 10)}") from None
-
-    def idx_to_name(self, i:int) -> str:
-        "Flower name of class index `i`."
-        return self.names[self._idx(i)]
-
-    def cat_to_name(self, cat) -> str:
-        "Flower name of category id `cat`."
-        return self.names[self.cat_to_idx(cat)]
 
     def __repr__(self):
         n = lambda ds: 'none' if ds is None else len(ds)
         return (f"FlowerData from {self.path}: {self.n_classes} classes; images: train {n(self.train_ds)}, "
                 f"valid {n(self.valid_ds)}, test {n(self.test_ds)}; size {self.size}, bs {self.bs}, "
                 f"{self.num_workers} workers, seed {self.seed}")
+
+# %% ../nbs/00_data.ipynb #65a2e0ca
+@patch(cls_method=True)
+def from_folder(cls:FlowerData,
+                path:Path=None, # Folder with `train/` and `valid/` (maybe `test/`, `cat_to_name.json`); the bundled sample if None
+                size:int=224, # Side of the square images the model gets
+                mean:tuple=IMAGENET_STATS[0], # Per-channel normalisation mean
+                std:tuple=IMAGENET_STATS[1], # Per-channel normalisation standard deviation
+                bs:int=64, # Batch size
+                num_workers:int=None, # Loader worker processes; `min(2, CPU count)` if None
+                seed:int=0, # Seed of the loaders' generators
+                pin_memory:bool=None, # Pin batches for the GPU; if CUDA is available when None
+                names=None, # JSON file of flower names; `path/'cat_to_name.json'` if there, when None; False: the ids
+               ) -> 'FlowerData':
+    "Read the classic folder layout: `train/<category>/*.jpg`, `valid/<category>/*.jpg`, optional `test/` and names."
+    return cls(*_read_folder(sample_path() if path is None else path, names), size=size, mean=mean, std=std,
+               bs=bs, num_workers=num_workers, seed=seed, pin_memory=pin_memory)
+
+@patch
+def loader(self:FlowerData,
+           ds:Dataset, # Any dataset
+           shuffle:bool=False, # Reshuffle every epoch
+           drop_last:bool=False, # Drop an incomplete last batch
+           bs:int=None, # Batch size; this object's `bs` if None
+          ) -> DataLoader: # A `Loader`
+    "A `Loader` over `ds` with this object's workers, pinned memory and a generator seeded with `seed`."
+    g = torch.Generator(); g.manual_seed(self.seed)
+    bs = self.bs if bs is None else check_count('bs', bs, 1)
+    return Loader(ds, batch_size=bs, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
+                      pin_memory=self.pin_memory, generator=g)
+
+@patch
+def dataset(self:FlowerData,
+            split:str, # 'train', 'valid' or 'test'
+            transform, # Transform for the images (e.g. `self.eval_tfm`); PIL images if None
+           ) -> ImageList:
+    "A new dataset of the images of `split`, read through `transform`."
+    if split not in self._raw: raise UserError(f"split must be 'train', 'valid' or 'test'; got {split!r}")
+    if self._raw[split] is None: raise UserError(f"{self.path} has no test images (no test folder)")
+    return self._raw[split].with_transform(transform)
+
+# %% ../nbs/00_data.ipynb #6d06f39b
+@patch
+def _idx(self:FlowerData, i) -> int:
+    try: i = operator.index(i)
+    except TypeError: raise UserError(f"a class index must be a whole number; got {i!r}") from None
+    if not 0 <= i < self.n_classes:
+        raise UserError(f"class index {i} is out of range: this data has {self.n_classes} classes, 0 to {self.n_classes-1}")
+    return i
+
+@patch
+def idx_to_cat(self:FlowerData, i:int) -> str:
+    "Category id of class index `i`."
+    return self.classes[self._idx(i)]
+
+@patch
+def cat_to_idx(self:FlowerData, cat) -> int:
+    "Class index of category id `cat` (`'10'` or `10`)."
+    try: return self._cat_idx[str(cat)]
+    except KeyError: raise UserError(f"unknown category id {cat!r}; this data has {_few(self.classes, 10)}") from None
+
+@patch
+def idx_to_name(self:FlowerData, i:int) -> str:
+    "Flower name of class index `i`."
+    return self.names[self._idx(i)]
+
+@patch
+def cat_to_name(self:FlowerData, cat) -> str:
+    "Flower name of category id `cat`."
+    return self.names[self.cat_to_idx(cat)]
 
 # %% ../nbs/00_data.ipynb #dc36cc96
 def _own_folders(folder:Path, cats:list) -> list:
@@ -553,86 +542,3 @@ def show_preds(data:FlowerData, # The data the predictions are for
         titles = [f"{data.idx_to_name(p[i])}\n{it[2]}" for i, it in zip(idxs, items)]
         colors, sup = ['black']*len(items), f"predicted ({split} images are unlabelled)"
     return _grid([denormalize(it[0], data.mean, data.std) for it in items], titles, colors, ncols, sup)
-
-# %% ../nbs/00_data.ipynb #765a75ad
-_F102_MD5 = {'imagelabels.mat': 'e0620be6f572b9609742df49c70aed4d', 'setid.mat': 'a5357ecc9cb78c4bef273ce3793fc85c'}
-_F102_SPLITS = (('train', 'trnid'), ('valid', 'valid'), ('test', 'tstid'))
-
-def _flowers102_base(root:Path):
-    "The folder holding `jpg/`, `imagelabels.mat` and `setid.mat`: `root/'flowers-102'` or `root` itself."
-    for base in (root/'flowers-102', root):
-        if (base/'jpg').is_dir() and all((base/f).is_file() for f in _F102_MD5): return base
-
-def _no_flowers102(root:Path) -> UserError:
-    base = root/'flowers-102'
-    missing = [f for f in ('jpg/', *_F102_MD5) if not (base/f).exists()]
-    return UserError(
-        f"no Oxford 102 copy in {root}: expected {base} holding jpg/ (image_00001.jpg to image_08189.jpg), "
-        f"imagelabels.mat and setid.mat, as torchvision.datasets.Flowers102 downloads them (missing: {', '.join(missing)}). "
-        f"Pass download=True on a machine that is online, or use FlowerData.from_folder with the folder layout: {_LAYOUT}")
-
-def _loadmat(f:Path, key:str) -> np.ndarray:
-    try: from scipy.io import loadmat
-    except ImportError:
-        raise UserError("reading the Oxford 102 label files (.mat) needs scipy, which is not installed: "
-                        "pip install scipy") from None
-    try: m = loadmat(str(f), squeeze_me=True)
-    except Exception as e:
-        raise UserError(f"cannot read {f} ({type(e).__name__}: {e}); replace it with the file that "
-                        f"torchvision.datasets.Flowers102 downloads") from None
-    if key not in m: raise UserError(f"{f} has no '{key}' array: it is not the Oxford 102 file of that name")
-    return np.atleast_1d(np.asarray(m[key])).ravel().astype(np.int64)
-
-def _flowers102_splits(base:Path) -> dict:
-    "Split -> (image files, category ids), read from `base`'s .mat files; files checked to exist."
-    for name, md5 in _F102_MD5.items():
-        if hashlib.md5((base/name).read_bytes(), usedforsecurity=False).hexdigest() != md5:
-            warnings.warn(f"{base/name} is not the published file (its checksum differs); reading it anyway")
-    labels = _loadmat(base/'imagelabels.mat', 'labels')
-    out = {}
-    for split, key in _F102_SPLITS:
-        ids = _loadmat(base/'setid.mat', key)
-        wrong = [int(i) for i in ids if not 1 <= i <= len(labels)]
-        if wrong: raise UserError(f"{base/'setid.mat'} ('{key}') lists images {_few(wrong)}, but "
-                                  f"{base/'imagelabels.mat'} labels only images 1 to {len(labels)}")
-        files = [base/'jpg'/f"image_{i:05d}.jpg" for i in ids]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing: raise UserError(f"{len(missing)} images of the {split} split are missing: {_few(missing, 3)}. "
-                                    f"Restore them from the Oxford 102 archive (102flowers.tgz)")
-        out[split] = (files, [str(labels[i-1]) for i in ids])
-    return out
-
-def _download_flowers102(root:Path):
-    try: import scipy.io
-    except ImportError: raise UserError("the Oxford 102 split needs scipy to read its label files: pip install scipy") from None
-    import torchvision.datasets
-    try: torchvision.datasets.Flowers102(str(root), split='train', download=True)
-    except Exception as e:
-        raise UserError(f"could not download the Oxford 102 flowers into {root} ({type(e).__name__}: {e}). Offline? "
-                        f"Copy flowers-102/ (jpg/, imagelabels.mat, setid.mat) there, or use FlowerData.from_folder") from None
-
-def _read_flowers102(root:Path, download:bool, names) -> tuple:
-    "`(path, train, valid, test, names)` read from a torchvision copy of the official split under `root`, checked."
-    root = Path(root).expanduser()
-    base = _flowers102_base(root)
-    if base is None and download:
-        _download_flowers102(root)
-        base = _flowers102_base(root)
-    if base is None: raise _no_flowers102(root)
-    splits = _flowers102_splits(base)
-    if not splits['train'][0]: raise UserError(f"{base/'setid.mat'} lists no training images")
-    classes = sorted(set(splits['train'][1]))
-    _check_same_classes(set(classes), set(splits['valid'][1]), str(base))
-    extra = sorted(set(splits['test'][1]) - set(classes))
-    if extra: raise UserError(f"categories {_few(extra)} of the test split in {base} have no training images")
-    if names is None:
-        import torchvision.datasets
-        tv = torchvision.datasets.Flowers102.classes
-        names = {c: tv[int(c)-1] if 1 <= int(c) <= len(tv) else c for c in classes}
-    name_list = _read_names(names, None, classes)
-    idx = {c: i for i, c in enumerate(classes)}
-    def ds(split, **kw):
-        files, cats = splits[split]
-        return ImageList(files, [idx[c] for c in cats], classes, root=base/'jpg', **kw)
-    test = ds('test', with_names=True) if splits['test'][0] else None
-    return base, ds('train'), ds('valid'), test, name_list

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 import torch
+from fastcore.basics import patch
 
 from .core import UserError
 
@@ -108,125 +109,139 @@ class Lookahead(torch.optim.Optimizer):
         self.__dict__.update(state)
         self._init_hooks()
 
-    @torch.no_grad()
-    def _track_new_groups(self):
-        "Slow weights (the current values) and a step counter for param groups that have none yet."
-        for g in self.param_groups[len(self.lookahead_steps):]:
-            for p in g['params']:
-                if p not in self.slow_state: self.slow_state[p] = p.detach().clone()
-            self.lookahead_steps.append(0)
+# %% ../nbs/01_lookahead.ipynb #97170206
+@patch
+@torch.no_grad()
+def _track_new_groups(self:Lookahead):
+    "Slow weights (the current values) and a step counter for param groups that have none yet."
+    for g in self.param_groups[len(self.lookahead_steps):]:
+        for p in g['params']:
+            if p not in self.slow_state: self.slow_state[p] = p.detach().clone()
+        self.lookahead_steps.append(0)
 
-    def _slow(self, p):
-        "The slow weights of `p` (a parameter appended to a group behind our back gets them now: its current value)."
-        s = self.slow_state.get(p)
-        if s is None: s = self.slow_state[p] = p.detach().clone()
-        return s
+@patch
+def _slow(self:Lookahead, p):
+    "The slow weights of `p` (a parameter appended to a group behind our back gets them now: its current value)."
+    s = self.slow_state.get(p)
+    if s is None: s = self.slow_state[p] = p.detach().clone()
+    return s
 
-    def _pairs(self, params):
-        "Parallel lists `(slow, fast)` for `params`, split by device and dtype when foreach ops are used."
-        slow = [self._slow(p) for p in params]
-        return _by_device_dtype(slow, params) if self.foreach else [(slow, params)]
+@patch
+def _pairs(self:Lookahead, params):
+    "Parallel lists `(slow, fast)` for `params`, split by device and dtype when foreach ops are used."
+    slow = [self._slow(p) for p in params]
+    return _by_device_dtype(slow, params) if self.foreach else [(slow, params)]
 
-    @torch.no_grad()
-    def _sync(self, groups):
-        "slow <- slow + alpha*(fast - slow), then fast <- slow, for every parameter in `groups`."
-        for slow, fast in self._pairs([p for g in groups for p in g['params']]):
-            if self.foreach:
-                torch._foreach_lerp_(slow, fast, self.alpha)
-                torch._foreach_copy_(fast, slow)
+@patch
+@torch.no_grad()
+def _sync(self:Lookahead, groups):
+    "slow <- slow + alpha*(fast - slow), then fast <- slow, for every parameter in `groups`."
+    for slow, fast in self._pairs([p for g in groups for p in g['params']]):
+        if self.foreach:
+            torch._foreach_lerp_(slow, fast, self.alpha)
+            torch._foreach_copy_(fast, slow)
+        else:
+            for s, f in zip(slow, fast): s.lerp_(f, self.alpha); f.copy_(s)
+
+@patch
+def step(self:Lookahead,
+         closure:Callable=None, # Re-evaluates the model and returns the loss; handed to the inner optimizer
+        ):
+    "One inner step; every `k`-th step of a param group also syncs its weights. Returns `closure`'s loss, if given."
+    if self._slow_in_params:
+        raise RuntimeError("Lookahead.step() was called inside `use_slow_weights()`, where the parameters hold "
+                           "the slow weights; step after the `with` block")
+    self._track_new_groups()  # groups added straight to the inner optimizer
+    loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
+    due = []
+    for i, g in enumerate(self.param_groups):
+        self.lookahead_steps[i] += 1
+        if self.lookahead_steps[i] >= self.k: due.append(g); self.lookahead_steps[i] = 0
+    if due: self._sync(due)
+    return loss
+
+@patch
+def zero_grad(self:Lookahead,
+              set_to_none:bool=True, # Set the gradients to None rather than to zeros
+             ):
+    "Reset the gradients of all the parameters (the inner optimizer's `zero_grad`)."
+    self.optimizer.zero_grad(set_to_none=set_to_none)
+
+# %% ../nbs/01_lookahead.ipynb #3a14c796
+@patch
+def add_param_group(self:Lookahead,
+                    param_group:dict, # `{'params': ..., 'lr': ...}`, as for any `torch.optim.Optimizer`
+                   ):
+    "Add a param group to the inner optimizer; its slow weights start at the parameters' current values."
+    self._track_new_groups()
+    self.optimizer.add_param_group(param_group)
+    self._track_new_groups()
+
+# %% ../nbs/01_lookahead.ipynb #cadf322b
+@patch
+def state_dict(self:Lookahead) -> dict: # The inner optimizer's `state` and `param_groups`, plus `lookahead`
+    "What a resume needs: the inner optimizer's state dict plus the slow weights, step counters, `alpha` and `k`."
+    for hook in self._optimizer_state_dict_pre_hooks.values(): hook(self)
+    self._track_new_groups()
+    sd = self.optimizer.state_dict()
+    sd['lookahead'] = {'alpha': self.alpha, 'k': self.k, 'steps': list(self.lookahead_steps),
+                       'slow': {i: self._slow(p) for i, p in _numbered_params(self.param_groups)}}
+    for hook in self._optimizer_state_dict_post_hooks.values():
+        res = hook(self, sd)
+        if res is not None: sd = res
+    return sd
+
+@patch
+@torch.no_grad()
+def load_state_dict(self:Lookahead,
+                    state_dict:dict, # From `Lookahead.state_dict`; a plain inner optimizer's state dict also works
+                   ):
+    "Restore the inner optimizer, slow weights, step counters, `alpha` and `k` (a plain optimizer's state dict: slow weights start here)."
+    if self._slow_in_params:
+        raise RuntimeError("Lookahead.load_state_dict() was called inside `use_slow_weights()`; call it after the `with` block")
+    sd = dict(state_dict)
+    for hook in self._optimizer_load_state_dict_pre_hooks.values():
+        res = hook(self, sd)
+        if res is not None: sd = res
+    la = sd.pop('lookahead', None)
+    if la is not None:
+        alpha, k = _check_alpha(la['alpha']), _check_k(la['k'])
+        if len(la['steps']) != len(sd['param_groups']):
+            raise ValueError(f"Lookahead state dict has {len(la['steps'])} step counters for "
+                             f"{len(sd['param_groups'])} param groups")
+        for i, p in _numbered_params(self.param_groups):
+            s = la['slow'].get(i)
+            if s is None or s.shape != p.shape:
+                raise ValueError(f"Lookahead state dict: the slow weights of parameter {i} are "
+                                 f"{'missing' if s is None else tuple(s.shape)}; the parameter is {tuple(p.shape)}")
+    self.optimizer.load_state_dict(sd)
+    params = _numbered_params(self.param_groups)
+    if la is None:  # no slow weights saved: start them here, as when wrapping
+        self.slow_state = {p: p.detach().clone() for _, p in params}
+        self.lookahead_steps = [0]*len(self.param_groups)
+    else:  # copies, so that the state dict and this optimizer never share a tensor
+        self.slow_state = {p: la['slow'][i].detach().to(device=p.device, dtype=p.dtype, copy=True) for i, p in params}
+        self.lookahead_steps = [int(n) for n in la['steps']]
+        self._alpha, self._k = alpha, k
+    for hook in self._optimizer_load_state_dict_post_hooks.values(): hook(self)
+
+# %% ../nbs/01_lookahead.ipynb #0632f090
+@patch
+@contextmanager
+def use_slow_weights(self:Lookahead):
+    "Inside this context the parameters hold the slow weights; on exit they hold the fast weights again, exactly."
+    if self._slow_in_params: raise RuntimeError("use_slow_weights() is already active; it cannot be nested")
+    self._track_new_groups()
+    params = [p for _, p in _numbered_params(self.param_groups)]
+    with torch.no_grad():
+        fast = [p.detach().clone() for p in params]
+        for slow, par in self._pairs(params):
+            if self.foreach: torch._foreach_copy_(par, slow)
             else:
-                for s, f in zip(slow, fast): s.lerp_(f, self.alpha); f.copy_(s)
-
-    def step(self,
-             closure:Callable=None, # Re-evaluates the model and returns the loss; handed to the inner optimizer
-            ):
-        "One inner step; every `k`-th step of a param group also syncs its weights. Returns `closure`'s loss, if given."
-        if self._slow_in_params:
-            raise RuntimeError("Lookahead.step() was called inside `use_slow_weights()`, where the parameters hold "
-                               "the slow weights; step after the `with` block")
-        self._track_new_groups()  # groups added straight to the inner optimizer
-        loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
-        due = []
-        for i, g in enumerate(self.param_groups):
-            self.lookahead_steps[i] += 1
-            if self.lookahead_steps[i] >= self.k: due.append(g); self.lookahead_steps[i] = 0
-        if due: self._sync(due)
-        return loss
-
-    def zero_grad(self,
-                  set_to_none:bool=True, # Set the gradients to None rather than to zeros
-                 ):
-        "Reset the gradients of all the parameters (the inner optimizer's `zero_grad`)."
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def add_param_group(self,
-                        param_group:dict, # `{'params': ..., 'lr': ...}`, as for any `torch.optim.Optimizer`
-                       ):
-        "Add a param group to the inner optimizer; its slow weights start at the parameters' current values."
-        self._track_new_groups()
-        self.optimizer.add_param_group(param_group)
-        self._track_new_groups()
-
-    def state_dict(self) -> dict: # The inner optimizer's `state` and `param_groups`, plus `lookahead`
-        "What a resume needs: the inner optimizer's state dict plus the slow weights, step counters, `alpha` and `k`."
-        for hook in self._optimizer_state_dict_pre_hooks.values(): hook(self)
-        self._track_new_groups()
-        sd = self.optimizer.state_dict()
-        sd['lookahead'] = {'alpha': self.alpha, 'k': self.k, 'steps': list(self.lookahead_steps),
-                           'slow': {i: self._slow(p) for i, p in _numbered_params(self.param_groups)}}
-        for hook in self._optimizer_state_dict_post_hooks.values():
-            res = hook(self, sd)
-            if res is not None: sd = res
-        return sd
-
-    @torch.no_grad()
-    def load_state_dict(self,
-                        state_dict:dict, # From `Lookahead.state_dict`; a plain inner optimizer's state dict also works
-                       ):
-        "Restore the inner optimizer, slow weights, step counters, `alpha` and `k` (a plain optimizer's state dict: slow weights start here)."
-        if self._slow_in_params:
-            raise RuntimeError("Lookahead.load_state_dict() was called inside `use_slow_weights()`; call it after the `with` block")
-        sd = dict(state_dict)
-        for hook in self._optimizer_load_state_dict_pre_hooks.values():
-            res = hook(self, sd)
-            if res is not None: sd = res
-        la = sd.pop('lookahead', None)
-        if la is not None:
-            alpha, k = _check_alpha(la['alpha']), _check_k(la['k'])
-            if len(la['steps']) != len(sd['param_groups']):
-                raise ValueError(f"Lookahead state dict has {len(la['steps'])} step counters for "
-                                 f"{len(sd['param_groups'])} param groups")
-            for i, p in _numbered_params(self.param_groups):
-                s = la['slow'].get(i)
-                if s is None or s.shape != p.shape:
-                    raise ValueError(f"Lookahead state dict: the slow weights of parameter {i} are "
-                                     f"{'missing' if s is None else tuple(s.shape)}; the parameter is {tuple(p.shape)}")
-        self.optimizer.load_state_dict(sd)
-        params = _numbered_params(self.param_groups)
-        if la is None:  # no slow weights saved: start them here, as when wrapping
-            self.slow_state = {p: p.detach().clone() for _, p in params}
-            self.lookahead_steps = [0]*len(self.param_groups)
-        else:  # copies, so that the state dict and this optimizer never share a tensor
-            self.slow_state = {p: la['slow'][i].detach().to(device=p.device, dtype=p.dtype, copy=True) for i, p in params}
-            self.lookahead_steps = [int(n) for n in la['steps']]
-            self._alpha, self._k = alpha, k
-        for hook in self._optimizer_load_state_dict_post_hooks.values(): hook(self)
-
-    @contextmanager
-    def use_slow_weights(self):
-        "Inside this context the parameters hold the slow weights; on exit they hold the fast weights again, exactly."
-        if self._slow_in_params: raise RuntimeError("use_slow_weights() is already active; it cannot be nested")
-        self._track_new_groups()
-        params = [p for _, p in _numbered_params(self.param_groups)]
+                for s, p in zip(slow, par): p.copy_(s)
+    self._slow_in_params = True
+    try: yield self
+    finally:
         with torch.no_grad():
-            fast = [p.detach().clone() for p in params]
-            for slow, par in self._pairs(params):
-                if self.foreach: torch._foreach_copy_(par, slow)
-                else:
-                    for s, p in zip(slow, par): p.copy_(s)
-        self._slow_in_params = True
-        try: yield self
-        finally:
-            with torch.no_grad():
-                for p, f in zip(params, fast): p.copy_(f)
-            self._slow_in_params = False
+            for p, f in zip(params, fast): p.copy_(f)
+        self._slow_in_params = False

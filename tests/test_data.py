@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from flower_tl.data import (BadImageError, FlowerData, TestDataset, UserError, find_bad_images, load_rgb,
                             sample_path, show_batch, show_preds)
+import flower_tl.flowers102   # adds FlowerData.from_flowers102
 
 torch.set_num_threads(2)
 SAMPLE = sample_path()

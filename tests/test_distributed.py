@@ -119,12 +119,13 @@ def test_dead_rank_stops_the_run_and_resume_finishes_it(runs, tmp_path):
     "Rank 1 dies in epoch 2: torchrun stops the run at once, epoch 1's checkpoint is intact, and --resume finishes the run."
     out = tmp_path/'out'
     t0 = time.monotonic()
-    # a long collective timeout: the run must end because torchrun and gloo notice the death, not by timing out
-    r = launch([*TRAIN, '--out', out], env={'FLOWER_TL_FAULT': '1:2:2', 'FLOWER_TL_DIST_TIMEOUT': '900'})
+    # a long collective timeout: the run must end because torchrun and gloo notice the death, not by timing out;
+    # the fault is a callback of the tests (tests/fault_hooks.py), installed into `flower_tl train` by its runner
+    r = launch(['1:2:2', *TRAIN, '--out', out], env={'FLOWER_TL_DIST_TIMEOUT': '900'}, module='tests.fault_hooks')
     took = time.monotonic() - t0
     text = r.stdout + r.stderr
     assert r.returncode != 0
-    assert 'test hook FLOWER_TL_FAULT: rank 1 exits at epoch 2, iteration 2' in text
+    assert 'test fault: rank 1 exits at epoch 2, iteration 2' in text
     assert re.search(r'rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*1', text), text[-3000:]  # torchrun names it
     assert took < 300
     assert sorted(p.name for p in out.iterdir()) == ['best.pth', 'last.pth']   # no temp file, no metrics: not finished
@@ -141,8 +142,8 @@ def test_hung_rank_times_out_without_torchrun(tmp_path):
     "Two processes started by hand (no torchrun to watch them); rank 1 hangs: rank 0 gives up after the timeout."
     out, port = tmp_path/'out', free_port()
     env = {**os.environ, **ENV, 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port), 'WORLD_SIZE': '2',
-           'FLOWER_TL_DIST_TIMEOUT': '5', 'FLOWER_TL_FAULT': '1:2:2:hang'}
-    cmd = [sys.executable, '-m', 'flower_tl', *map(str, TRAIN), '--out', str(out)]
+           'FLOWER_TL_DIST_TIMEOUT': '5'}
+    cmd = [sys.executable, '-m', 'tests.fault_hooks', '1:2:2:hang', *map(str, TRAIN), '--out', str(out)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                               env={**env, 'RANK': str(r), 'LOCAL_RANK': str(r)}) for r in (0, 1)]
     try:

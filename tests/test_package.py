@@ -2,8 +2,9 @@
 import subprocess, sys, configparser
 from tests.conftest import ROOT, run_cli
 
-MODULES = ['flower_tl', 'flower_tl.data', 'flower_tl.lookahead', 'flower_tl.clr', 'flower_tl.train',
-           'flower_tl.predict', 'flower_tl.cli']
+MODULES = ['flower_tl', 'flower_tl.core', 'flower_tl.data', 'flower_tl.flowers102', 'flower_tl.lookahead', 'flower_tl.clr', 'flower_tl.distributed',
+           'flower_tl.models', 'flower_tl.cache', 'flower_tl.callbacks', 'flower_tl.train', 'flower_tl.fine_tune',
+           'flower_tl.predict', 'flower_tl.interpret', 'flower_tl.cli']
 
 def test_imports_without_nbdev():
     # `sys.modules['x'] = None` makes any `import x` fail, as if x were not installed
@@ -47,3 +48,30 @@ def test_user_error_is_one_line():
     r = run_cli('demo', '--data', 'no/such/folder')
     assert r.returncode == 2
     assert r.stderr.strip().count('\n') == 0 and 'no/such/folder' in r.stderr and 'Traceback' not in r.stderr
+
+def _modules_in_notebook_order() -> list:
+    "The modules the notebooks export (`#| default_exp`), in the order of the notebooks' file names."
+    import json, re
+    out = []
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for c in json.loads(nb.read_text())['cells']:
+            m = re.search(r'^\s*#\|\s*default_exp\s+(\S+)', ''.join(c['source']), re.M)
+            if c['cell_type'] == 'code' and m: out.append(m.group(1)); break
+    return out
+
+def test_each_module_imports_only_earlier_notebooks():
+    "The layering: a module imports flower_tl modules from notebooks before its own, never from later ones."
+    import re
+    order = _modules_in_notebook_order()
+    assert order.index('core') == 0 and len(order) == len(set(order))
+    for i, mod in enumerate(order):
+        src = (ROOT/'flower_tl'/(mod.replace('.', '/') + '.py')).read_text()
+        used = set(re.findall(r'^\s*from \.(\w+) import', src, re.M)) | set(re.findall(r'^\s*from \. import (\w+)', src, re.M))
+        later = sorted(u for u in used if u in order and order.index(u) >= i)
+        assert not later, f"flower_tl.{mod} imports {later}, from its own or later notebooks"
+
+def test_no_test_hook_in_the_library():
+    "Faults for the tests are injected from tests/fault_hooks.py; nothing in flower_tl can make a run exit or hang."
+    for f in (ROOT/'flower_tl').glob('*.py'):
+        src = f.read_text()
+        assert 'os._exit' not in src and 'FLOWER_TL_FAULT' not in src, f.name

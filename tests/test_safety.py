@@ -218,7 +218,7 @@ def test_stale_temporary_files_removed_at_start(looped_run):
 
 # ---------------------------------------------------------------- Ctrl-C, and resuming elsewhere
 
-EPOCHS = 12
+EPOCHS = 30   # cached epochs of 6 photos take milliseconds: enough of them that the SIGINT lands mid-run on a busy machine
 
 @pytest.fixture(scope='module')
 def interrupted(tmp_path_factory):

@@ -10,6 +10,7 @@ from torch import nn
 from flower_tl.data import FlowerData, UserError, IMAGENET_STATS, LITE_STATS
 from flower_tl.train import (Learner, LossNotFinite, create_model, read_checkpoint, load_checkpoint, save_checkpoint,
                              model_from_checkpoint, get_head, n_trainable, sgd_lookahead)
+from flower_tl.cache import FeatureCache
 from tests.conftest import ROOT
 
 torch.set_num_threads(1)  # a small shared CPU: more threads only fight each other
@@ -72,14 +73,14 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path, workers):
 @pytest.mark.outcome
 def test_fine_tune_resumes_in_stage_two(tmp_path):
     a = make(tmp_path/'a')
-    a.fine_tune(2, 2, lr=0.05)
+    a.fine_tune(2, 0.05, freeze_epochs=2)
     b = make(tmp_path/'b')
     n_frozen = len(b.data.train_dl) + len(b.data.valid_dl)  # cached stage 1: same number of loss calls
     b.loss_func = InterruptAt(2*n_frozen + calls_per_epoch(b) + 2)  # stage 2, second epoch
-    with pytest.raises(KeyboardInterrupt): b.fine_tune(2, 2, lr=0.05)
+    with pytest.raises(KeyboardInterrupt): b.fine_tune(2, 0.05, freeze_epochs=2)
     assert read_checkpoint(tmp_path/'b'/'last.pth')['train_state']['stage'] == 'unfrozen'
     c = make(tmp_path/'b')
-    c.fine_tune(2, 2, lr=0.05, resume=tmp_path/'b'/'last.pth')
+    c.fine_tune(2, 0.05, freeze_epochs=2, resume=tmp_path/'b'/'last.pth')
     assert same_weights(a, c) and strip(c.history) == strip(a.history)
 
 def test_stage_two_trains_with_its_own_optimizer():
@@ -87,7 +88,7 @@ def test_stage_two_trains_with_its_own_optimizer():
     def opt_func(groups, lr):
         made.append(sgd_lookahead(groups, lr)); return made[-1]
     l = make(opt_func=opt_func)
-    l.fine_tune(1, 1, lr=0.05)
+    l.fine_tune(1, 0.05, freeze_epochs=1)
     assert len(made) == 2 and l.opt is made[1]
     head = {id(p) for p in get_head(l.model).parameters()}
     assert {id(p) for g in made[0].param_groups for p in g['params']} == head
@@ -233,37 +234,37 @@ def test_partial_fine_tune_on_cached_inputs_resumes_bitwise(tmp_path):
     "Stage 2 trains the last stages on cached inputs of the frozen ones; Ctrl-C in it, resume: the same weights and history."
     kw = dict(freeze_to=-3, clean=True, views=1)   # resnet18: the last block, the pooling and the head train
     a = make(tmp_path/'a')
-    a.fine_tune(1, 2, lr=0.05, **kw)
+    a.fine_tune(2, 0.05, freeze_epochs=1, **kw)
     assert [r['stage'] for r in a.history] == ['frozen', 'partial', 'partial'] and a.frozen_stages == 8
-    assert a._cache['cut'] == 8 and a._cache['train'][0].shape[:2] == (2, len(a.data.train_ds))
+    assert a.cache.last.cut == 8 and a.cache.last.train[0].shape[:2] == (2, len(a.data.train_ds))
     b = make(tmp_path/'b')
     n = len(b.data.train_dl) + len(b.data.valid_dl)   # both stages cached: the same number of loss calls per epoch
     b.loss_func = InterruptAt(2*n + 2)   # stage 2, second epoch
-    with pytest.raises(KeyboardInterrupt): b.fine_tune(1, 2, lr=0.05, **kw)
+    with pytest.raises(KeyboardInterrupt): b.fine_tune(2, 0.05, freeze_epochs=1, **kw)
     ts = read_checkpoint(tmp_path/'b'/'last.pth')['train_state']
     assert (ts['stage'], ts['frozen_stages'], ts['clean']) == ('partial', 8, True)
     c = make(tmp_path/'b')
-    c.fine_tune(1, 2, lr=0.05, resume=tmp_path/'b'/'last.pth', **kw)
+    c.fine_tune(2, 0.05, freeze_epochs=1, resume=tmp_path/'b'/'last.pth', **kw)
     assert same_weights(a, c) and strip(c.history) == strip(a.history)
     d = make(tmp_path/'d')   # resuming with another split is refused, with what to do
     with pytest.raises(UserError, match='frozen stages'):
-        d.fine_tune(1, 2, lr=0.05, resume=tmp_path/'b'/'last.pth', freeze_to=-4, clean=True)
+        d.fine_tune(2, 0.05, freeze_epochs=1, resume=tmp_path/'b'/'last.pth', freeze_to=-4, clean=True)
 
 def test_cache_size_limit_falls_back_to_the_slow_path():
     "A frozen prefix whose outputs would take more than max_cache_gb is trained the slow way, with the same stages frozen."
     l = make(max_cache_gb=1e-9)
     l.freeze_to(-3)
     l.fit(1, lr=0.05)
-    assert l._cache is None and l.history[-1]['stage'] == 'partial'
+    assert l.cache.last is None and l.history[-1]['stage'] == 'partial'
     with pytest.raises(UserError, match='freeze_to'): make().fit(1, lr=0.05, cache=True)
 
 def test_fine_tune_with_freeze_to_reads_the_images_once(monkeypatch):
     "Stage 1's pooled features are derived from stage 2's cache: one pass over the images per split, not two."
     l = make()
     calls = []
-    real = Learner.features
-    monkeypatch.setattr(Learner, 'features', lambda self, split, *a, **k: calls.append(split) or real(self, split, *a, **k))
-    l.fine_tune(1, 1, lr=0.05, freeze_to=-3, views=0, clean=True, flip=True)
-    assert calls == ['train', 'valid'] and sorted(l._caches) == [8, 10]
+    real = FeatureCache.features
+    monkeypatch.setattr(FeatureCache, 'features', lambda self, split, *a, **k: calls.append(split) or real(self, split, *a, **k))
+    l.fine_tune(1, 0.05, freeze_epochs=1, freeze_to=-3, views=0, clean=True, flip=True)
+    assert calls == ['train', 'valid'] and sorted(l.cache.entries) == [8, 10]
     ts = l.history[-1]
     assert ts['stage'] == 'partial'
