@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flower_tl import clr
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent/'shared'/'data'/'flowers102'
 ARCH = 'efficientnet_lite0'
@@ -142,28 +144,10 @@ def fastai_steep(lrs, losses):
     slope = np.diff(losses)/np.diff(np.log(lrs))
     return float(lrs[np.argmin(slope)])
 
-def ftl_valley(lrs, losses):
-    "flower_tl's 'valley' (clr.valley): halfway along the longest falling stretch."
-    lrs, losses = _ftl_cut(lrs, losses)
-    first, last = _longest_fall(losses)
-    return float(lrs[last - (last - first + 1)//2])
-
-def ftl_min10(lrs, losses):
-    "flower_tl's 'min/10' (clr.min_div10, its current default)."
-    lrs, losses = _ftl_cut(lrs, losses)
-    return float(lrs[np.argmin(losses)]/10)
-
-def ftl_steep(lrs, losses):
-    "flower_tl's 'steep' (clr.steepest): the steepest fall against log rate, before the minimum."
-    lrs, losses = _ftl_cut(lrs, losses)
-    end = max(int(np.argmin(losses)), 1) + 1
-    return float(lrs[np.argmin(np.gradient(losses[:end], np.log(lrs[:end])))])
-
-# Candidates designed here. Every one ever scored is listed (here, or in OFFLINE below), so that the number of
-# candidates tried is on record.
 def cand_gmean(lrs, losses):
     "Geometric mean of flower_tl's valley and min/10 (on the curve lr_find hands a custom rule)."
-    return float(math.sqrt(ftl_valley(lrs, losses)*ftl_min10(lrs, losses)))
+    lrs, losses = _ftl_cut(lrs, losses)
+    return float(math.sqrt(clr.valley(lrs, losses)*clr.min_div10(lrs, losses)))
 
 def fall_rate(lrs, losses, frac:float=0.8) -> float:
     """The lowest rate, after the curve's highest point before its minimum, at which the smoothed loss has come `frac`
@@ -194,9 +178,9 @@ RULES = {  # name -> (function, family)
     'fastai slide': (fastai_slide, 'fastai'),
     'fastai minimum': (fastai_minimum, 'fastai'),
     'fastai steep': (fastai_steep, 'fastai'),
-    'ftl valley': (ftl_valley, 'flower_tl'),
-    'ftl min/10': (ftl_min10, 'flower_tl'),
-    'ftl steep': (ftl_steep, 'flower_tl'),
+    'ftl valley': (_on_ftl_curve(clr.valley), 'flower_tl'),        # flower_tl's own rules, called as lr_find does
+    'ftl min/10': (_on_ftl_curve(clr.min_div10), 'flower_tl'),
+    'ftl steep': (_on_ftl_curve(clr.steepest), 'flower_tl'),
     'gmean': (cand_gmean, 'candidate'),
     'fall 0.7': (_on_ftl_curve(lambda a, b: fall_rate(a, b, 0.7)), 'candidate'),
     'fall 0.8': (_on_ftl_curve(suggest_lr), 'candidate'),
@@ -384,8 +368,8 @@ def range_test(bench, sc, seed, state=None) -> dict:
     lf = dict(lrs=list(map(float, f.lrs)), losses=list(map(float, f.smoothed_losses)), raw=list(map(float, f.losses)),
               stop=f.stop, ftl=dict(f.suggestions), warnings=[str(x.message) for x in w],
               seconds=round(time.perf_counter() - t, 1))
-    for fn, key in ((ftl_valley, 'valley'), (ftl_min10, 'min/10'), (ftl_steep, 'steep')):  # ours == flower_tl's
-        assert math.isclose(fn(lf['lrs'], lf['losses']), lf['ftl'][key], rel_tol=1e-9), key
+    for key in ('valley', 'min/10', 'steep'):   # the curve is cut as lr_find cuts it: the same suggestions
+        assert math.isclose(RULES[f'ftl {key}'][0](lf['lrs'], lf['losses']), lf['ftl'][key], rel_tol=1e-9), key
     return lf
 
 def head_states(bench, res, ft, args, save) -> dict:
