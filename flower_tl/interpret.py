@@ -90,7 +90,7 @@ def plot_confusion_matrix(self:Interpretation,
     ax.set_xlabel('predicted'); ax.set_ylabel('true')
     wrong = int((cm.sum() - cm.diag().sum()))
     shown = f"all {n} classes" if k == n else f"the {k} classes of the most frequent confusions, of {n}"
-    ax.set_title(f"{shown}: {int(off.sum())} of the {wrong} mistakes", fontsize=9)
+    ax.set_title(f"{shown}: {int(off.sum())} of the {wrong} mistakes\n(red: mistakes, darker for more; green: right)", fontsize=9)
     fig.tight_layout()
     plt.close(fig)   # returned, not kept by pyplot: a notebook shows it once, a script saves it
     return fig
