@@ -175,9 +175,9 @@ def create_model(arch:str='resnet50', # One of `ARCHS`: resnet18/34/50/101 or ef
 _BN = nn.modules.batchnorm._BatchNorm
 
 def freeze(model:nn.Module, # A model with a `fc` or `classifier` head
-           bn:bool=False, # Freeze BatchNorm weights and biases too (by default they stay trainable)
+           bn:bool=True, # Freeze BatchNorm weights and biases too; False keeps them trainable (fastai's `train_bn`)
           ) -> nn.Module: # The same model
-    "Freeze all of `model` but its head (and, unless `bn`, its BatchNorm layers)."
+    "Freeze all of `model` but its head (its BatchNorm weights too, unless `bn=False`)."
     head = {id(p) for p in get_head(model).parameters()}
     for m in model.modules():
         for p in m.parameters(recurse=False): p.requires_grad_(id(p) in head or (isinstance(m, _BN) and not bn))
@@ -214,7 +214,7 @@ def stages(model:nn.Module, # A torchvision ResNet or a timm EfficientNet (as `c
 
 def freeze_to(model:nn.Module, # A model that `stages` knows
               n:int, # Stages before index `n` are frozen, the others train; negative counts from the end, as for a list
-              bn:bool=False, # Freeze the BatchNorm weights of the frozen stages too
+              bn:bool=True, # Freeze the BatchNorm weights of the frozen stages too; False keeps them trainable
              ) -> nn.Module: # The same model
     "Freeze the first stages of `model` (see `stages`) and make the rest trainable: `freeze_to(model, -1)` is `freeze`."
     seq = stages(model)

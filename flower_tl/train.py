@@ -24,7 +24,7 @@ from .models import (ARCHS, CKPT_FORMAT, RESNETS, _BN, _cpu, arch_info, atomic_s
                               load_checkpoint, model_from_checkpoint, n_trainable, param_groups, read_checkpoint,
                               resnet_cache_file, save_checkpoint, stages, unfreeze)
 from .cache import CachedSource, FeatureCache, frozen_stages, n_stages, split_at
-from .callbacks import (AvgStats, Callback, CheckpointCB, ProgressCB, checkpoint_meta, plot_curves, plot_epochs,
+from .callbacks import (AvgStats, Callback, CheckpointCB, DivergenceGuard, ProgressCB, checkpoint_meta, plot_curves, plot_epochs,
                                  resume_run)
 from .clr import lr_find
 
@@ -69,7 +69,8 @@ class Learner:
                  verbose:bool=True, # Print the epoch table
                  dist:Dist=None, # The processes of the run; from torchrun's variables (RANK, WORLD_SIZE, ...) if None
                  max_cache_gb:float=4.0, # `fit(cache=None)` caches a frozen prefix's outputs only if they take at most this
-                 cbs:list=None, # More callbacks, after the default `CheckpointCB` and `ProgressCB`
+                 guard:Callback=DivergenceGuard(), # Recovers from a diverging fit (see `DivergenceGuard`); None: off
+                 cbs:list=None, # More callbacks, after the default `ProgressCB`, `guard` and `CheckpointCB`
                 ):
         _check_pair(data, model)
         self.data, self.model, self.arch = data, model, getattr(model, 'arch', None)
@@ -102,7 +103,9 @@ class Learner:
         self.cache = FeatureCache(model, data, self.device, self.amp_dtype, self.channels_last, self.dist, self.seed,
                                   self.progress)
         self.max_cache_gb = float(max_cache_gb)
-        self.cbs = [CheckpointCB(), ProgressCB(), *(cbs or [])]
+        self.guard_log = []   # what the guard did, fit after fit (see `DivergenceGuard`)
+        self.stage_lrs = {}   # the rates the last `fine_tune` used for stage 2, and where they came from
+        self.cbs = [ProgressCB(), *([copy.deepcopy(guard)] if guard is not None else []), CheckpointCB(), *(cbs or [])]
 
     def __repr__(self):
         return (f"Learner({self.arch or type(self.model).__name__}, {self.data.n_classes} classes, {self.device}, "
@@ -114,6 +117,12 @@ def body_frozen(self:Learner) -> bool:
     "True when no parameter outside the head trains: the body is then a fixed function (run in eval mode)."
     head = {id(p) for p in get_head(self.model).parameters()}
     return not any(p.requires_grad for p in self.model.parameters() if id(p) not in head)
+
+@patch(as_prop=True)
+def status(self:Learner) -> str:
+    "'diverged' if the guard stopped a fit, 'recovered' if it stepped in and training went on, else 'ok'."
+    acts = [e['action'] for e in self.guard_log]
+    return 'diverged' if 'stopped' in acts else 'recovered' if acts else 'ok'
 
 @patch(as_prop=True)
 def frozen_stages(self:Learner) -> int:
@@ -134,7 +143,7 @@ def _train_mode(self:Learner):
             if isinstance(m, _BN): m.eval()
 
 @patch
-def freeze(self:Learner, bn:bool=False): # Freeze BatchNorm weights too (then the frozen stage can use cached features)
+def freeze(self:Learner, bn:bool=True): # Freeze BatchNorm weights too (then the frozen stage can use cached features)
     "Freeze all but the head (see `flower_tl.models.freeze`); the optimizer is rebuilt at the next `fit`."
     freeze(self.model, bn=bn); self.opt = self.sched = None
     return self
@@ -167,6 +176,7 @@ def create_opt(self:Learner,
     if not groups: raise UserError("nothing to train: every parameter is frozen (call unfreeze)")
     self.opt, self.sched = self.opt_func(groups, lr), None
     self._opt_params = {id(p) for g in self.opt.param_groups for p in g['params']}
+    for g in self.opt.param_groups: g['set_lr'] = g['lr']   # the rate asked for, whatever a schedule makes of it
     return self.opt
 
 @patch
@@ -176,9 +186,9 @@ def _ready_opt(self:Learner, lr, body_lr):
     if self.opt is None or trainable != getattr(self, '_opt_params', None):
         if lr is None: raise UserError("fit needs a learning rate the first time: fit(epochs, lr=...)")
         return self.create_opt(lr, body_lr)
-    if lr is not None:
-        for g in self.opt.param_groups:
-            g['lr'] = (lr if body_lr is None else body_lr) if g.get('name') == 'body' else lr
+    for g in self.opt.param_groups:   # the rates asked for now, or else those asked for last (not a schedule's end)
+        if lr is not None: g['set_lr'] = (lr if body_lr is None else body_lr) if g.get('name') == 'body' else lr
+        g['lr'] = g.get('set_lr', g['lr'])
     return self.opt
 
 @patch
@@ -323,14 +333,16 @@ def fit(self:Learner,
     with self.dist.guard('computing features'):
         src = CachedSource(self.cache, self.cache.get(views, clean, cut), flip) if cache else ImageSource(self)
     fwd = self.dist.wrap(src.module)   # DDP averages the gradients of what trains when it is built: one per fit
-    own, self.cbs = self.cbs, [*self.cbs, *(cbs or [])]
+    own, self.cbs, n0 = self.cbs, [*self.cbs, *(cbs or [])], len(self.history)
     try:
         self._cb('before_fit')
-        for e in range(start, epochs): self._epoch(fwd, src, e + 1)
+        for e in range(start, epochs):
+            if self.fit_state.get('stop'): break   # the guard gave up: the best weights are back
+            self._epoch(fwd, src, e + 1)
         self._cb('after_fit')
     except KeyboardInterrupt: self._cb('after_cancel'); raise
     finally: self.cbs = own; del fwd   # DDP's hooks go with it; the next stage wraps the model anew
-    return self.history[len(self.history) - (epochs - start):]
+    return self.history[n0:]
 
 # %% ../nbs/03_train.ipynb #a5b4c6cd
 @patch
@@ -368,13 +380,25 @@ def lr_find(self:Learner,
     finally:   # as it found it: no optimizer at the sweep's start rate for a later fit() to train with silently
         self.opt, self.sched, self._opt_params = kept
 
+# %% ../nbs/03_train.ipynb #c0e79b40
+@patch
+def _stage2_lr(self:Learner, base_lr:float, body_div:float, views:int, clean:bool) -> float: # The head's rate for stage 2
+    "A range test of what stage 2 trains, from the trained head, the body `body_div` times slower: a tenth of where it blew up, at most `base_lr`."
+    res = self.lr_find(views=views, clean=clean, body_div=body_div)
+    self.stage2_lr_find = res
+    lr = res.lrs[-1]/10 if res.stop != 'done' and res.lrs else res.suggestion   # never blew up: the default rule
+    lr = float(self.dist.broadcast(float(min(lr, base_lr))))   # every process swept the same; rank 0's answer counts
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"fine_tune: the range test of stage 2 found no usable rate ({res}); give lr2")
+    return lr
+
 # %% ../nbs/03_train.ipynb #8fe8cb75
 @patch
 def fine_tune(self:Learner,
               epochs:int, # Epochs of stage 2: everything (or the stages from `freeze_to` on), the body slower
               base_lr:float, # Learning rate of stage 1 (the head); stage 2's head gets `lr2`
               freeze_epochs:int=1, # Epochs of stage 1: the head alone, body frozen
-              lr2:float=None, # Learning rate of the head in stage 2; `base_lr/2` if None
+              lr2:float=None, # Learning rate of the head in stage 2; None: a range test of what stage 2 trains picks it
               body_div:float=10, # The body learns `body_div` times slower than the head in stage 2
               freeze_bn:bool=True, # Freeze BatchNorm weights in stage 1 too (then it trains on cached features)
               sched='one_cycle', # Learning-rate schedule of each stage (see `fit`)
@@ -386,7 +410,7 @@ def fine_tune(self:Learner,
              ) -> list: # One dict per epoch of both stages
     "fastai's `fine_tune`: train the head on a frozen body, then unfreeze and fine-tune (part of) the rest at lower rates."
     check_count(argname('freeze_epochs'), freeze_epochs); check_count(argname('epochs'), epochs)
-    base_lr = _check_lr('base_lr', base_lr); lr2 = base_lr/2 if lr2 is None else _check_lr('lr2', lr2)
+    base_lr, lr2 = _check_lr('base_lr', base_lr), _check_lr('lr2', lr2); check_positive(argname('body_div'), body_div)
     n = n_stages(self.model)
     if freeze_to is not None and freeze_to % n in (0, n - 1):
         raise UserError(f"fine_tune: freeze_to={freeze_to} would make stage 2 {'everything' if freeze_to % n == 0 else 'the head alone'}; "
@@ -395,17 +419,23 @@ def fine_tune(self:Learner,
     if resume is not None and stage not in ('frozen', 'partial', 'unfrozen'):
         raise UserError(f"{resume} cannot resume training: it holds no training state (use the last.pth fit writes)")
     say = print if self.verbose else (lambda *a: None)
-    out = []
+    out, self.stage_lrs = [], {}
     if freeze_epochs and stage in (None, 'frozen'):
         self.freeze(bn=freeze_bn)
         if freeze_to is not None and freeze_bn and self.cache.size_gb(freeze_to % n, views, clean) <= self.max_cache_gb:
             self.cache_inputs(freeze_to, views, clean)  # one pass over the images for both stages
         say(f"Stage 1: the head alone ({n_trainable(self.model):,} trainable parameters), lr {base_lr:.3g}")
         out += self.fit(freeze_epochs, base_lr, sched=sched, views=views, clean=clean, resume=resume if stage == 'frozen' else None)
-    if epochs:
+    if epochs and self.status == 'diverged':
+        say("Stage 2 skipped: stage 1 diverged (see guard_log); the model holds the best weights of stage 1")
+    elif epochs:
         if freeze_to is None: self.unfreeze(); what = 'everything'
         else: self.freeze_to(freeze_to, bn=True); what = f"the stages from {list(stages(self.model)._modules)[self.frozen_stages]} on"
-        say(f"Stage 2: {what} ({n_trainable(self.model):,} trainable parameters), lr {lr2:.3g} for the head, {lr2/body_div:.3g} for the body")
+        how = 'given'
+        if lr2 is None and stage in ('partial', 'unfrozen'): lr2, how = base_lr, 'resumed'   # a stand-in: the run's own rates come back
+        elif lr2 is None: lr2, how = self._stage2_lr(base_lr, body_div, views, clean), 'range test'
+        self.stage_lrs = dict(lr2=lr2, body_lr2=lr2/body_div, lr2_by=how)
+        say(f"Stage 2: {what} ({n_trainable(self.model):,} trainable parameters), lr {lr2:.3g} ({how}) for the head, {lr2/body_div:.3g} for the body")
         out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, views=views, clean=clean, flip=flip,
                         resume=resume if stage in ('partial', 'unfrozen') else None)
     return out

@@ -1,0 +1,89 @@
+"""Training that never fails silently (issue 16): the README's own Python example, the divergence guard from the
+command line, one test per trap that used to pass silently, and the GPU recipe run on this CPU."""
+import json, os, re, subprocess, sys, textwrap
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, run_cli
+from flower_tl.data import FlowerData, sample_path
+from flower_tl.models import read_checkpoint
+
+SAMPLE = sample_path()
+FAST = ['--workers', '0', '--device', 'cpu']
+
+def readme_python() -> str:
+    "The code block of the README's 'Using it from Python' section, verbatim."
+    text = (ROOT/'README.md').read_text()
+    section = text.split('## Using it from Python', 1)[1].split('\n## ', 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+@pytest.mark.outcome
+def test_readme_python_example(tmp_path):
+    "Run the README's example as a user would paste it; it must end well above chance on the sample (6 classes)."
+    check = textwrap.dedent("""
+        import json, pathlib
+        pathlib.Path('result.json').write_text(json.dumps(dict(history=learn.history, status=learn.status,
+                                                               valid=learn.validate())))
+        """)
+    script = tmp_path/'example.py'
+    script.write_text(readme_python() + check)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=900,
+                       env=dict(os.environ, MPLBACKEND='Agg'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path/'result.json').read_text())
+    final = res['history'][-1]
+    assert final['val_acc'] >= 0.9, res['history']
+    assert res['status'] == 'ok', res
+    head = max(h['val_acc'] for h in res['history'] if h['stage'] == 'frozen')
+    assert final['val_acc'] >= head - 1/24, res['history']   # stage 2 kept what the head reached (24 validation photos)
+
+def train(out, *args):
+    return run_cli('train', '--data', SAMPLE, '--arch', 'efficientnet_lite0', '--out', out, *FAST, *args)
+
+@pytest.mark.outcome
+def test_divergence_is_never_a_silent_success(tmp_path):
+    "An absurd stage-2 rate: the guard reloads the best weights and cuts the rate; the run recovers or says 'diverged' and exits 1."
+    out = tmp_path/'run'
+    r = train(out, '--size', '64', '--freeze-epochs', '3', '--epochs', '3', '--lr2', '30')
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['guard'], (m['history'], r.stdout)                       # it stepped in
+    assert all({'stage', 'val_acc', 'epoch'} <= set(h) for h in m['history'])
+    if m['status'] == 'diverged': assert r.returncode == 1 and 'diverged' in r.stdout.splitlines()[-1], r.stdout
+    else: assert m['status'] == 'recovered' and r.returncode == 0 and 'recovered' in r.stdout.splitlines()[-1], r.stdout
+    # last.pth holds recovered weights: as good as the best epoch of the head, not a broken model
+    head = max(h['val_acc'] for h in m['history'] if h['stage'] == 'frozen')
+    ev = run_cli('evaluate', '--checkpoint', out/'last.pth', '--data', SAMPLE, '--json', tmp_path/'ev.json', '--device', 'cpu')
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads((tmp_path/'ev.json').read_text())['accuracy'] >= head - 2/24, m['history']
+
+def test_freeze_is_freeze_to_minus_one():
+    "One BatchNorm default: Learner.freeze() freezes what Learner.freeze_to(-1) freezes, so the head trains on the cache."
+    from flower_tl.train import Learner, create_model, arch_info
+    info = arch_info('efficientnet_lite0')
+    data = FlowerData.from_folder(size=64, mean=info['mean'], std=info['std'], bs=16, num_workers=0)
+    a = Learner(data, create_model('efficientnet_lite0', 6, pretrained=False), progress=False, verbose=False).freeze()
+    b = Learner(data, create_model('efficientnet_lite0', 6, pretrained=False), progress=False, verbose=False).freeze_to(-1)
+    assert [p.requires_grad for p in a.model.parameters()] == [p.requires_grad for p in b.model.parameters()]
+    assert a.body_frozen and a.frozen_stages == b.frozen_stages > 0
+
+def test_lr_find_command_sweeps_what_train_sweeps(tmp_path):
+    "`flower_tl lr-find` and `train --lr-find` run the same range test (loss, cache, data), so they suggest the same rate."
+    from flower_tl.cli import lr_find_job, train_job
+    kw = dict(arch='efficientnet_lite0', size=64, num_workers=0, device='cpu', progress=False)
+    res = lr_find_job(SAMPLE, plot=tmp_path/'lr.png', **kw)
+    run = train_job(SAMPLE, lr_find=True, freeze_epochs=1, epochs=0, out=tmp_path/'run', **kw)
+    assert run['metrics']['lr'] == res.suggestion, (run['metrics']['lr'], res)
+    assert run['metrics']['label_smoothing'] == 0.1   # the CPU recipe's loss, in both
+
+@pytest.mark.outcome
+def test_gpu_recipe_on_the_cpu(tmp_path):
+    "`--recipe gpu` runs the classic recipe (the whole network in stage 2, its rate measured) on a CPU: no collapse."
+    out = tmp_path/'run'
+    r = train(out, '--recipe', 'gpu', '--size', '64', '--freeze-epochs', '3', '--epochs', '2')
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((out/'metrics.json').read_text())
+    assert (m['freeze_to'], m['body_div'], m['lr2_by'], m['status']) == (None, 10.0, 'range test', 'ok'), m
+    assert [h['stage'] for h in m['history']] == ['frozen']*3 + ['unfrozen']*2
+    head = max(h['val_acc'] for h in m['history'] if h['stage'] == 'frozen')
+    assert m['history'][-1]['val_acc'] >= head - 1/24, m['history']
