@@ -204,24 +204,30 @@ class DivergenceGuard(Callback):
 
 # %% ../nbs/02d_callbacks.ipynb #2ec366c0
 @patch
-def after_epoch(self:DivergenceGuard, learn, record, best):
-    why = self.diverged(learn.history[:-1], record, learn.data.n_classes)
-    if not why or learn._best_state is None or learn.best_epoch == record['epoch']: return
+def recover(self:DivergenceGuard, learn, epoch:int, stage:str, why:str) -> str: # 'recovered', or 'stopped' after `max_cuts`
+    "Reload the best weights; then cut the rates and go on, or stop the fit. Log it in `learn.guard_log`, and say so."
     learn.model.load_state_dict(learn._best_state)
     back = f"reloaded the weights of epoch {learn.best_epoch} ({learn.best_acc:.1%})"
     if self.cuts >= self.max_cuts:
         learn.fit_state['stop'] = True
-        event = dict(epoch=record['epoch'], stage=record['stage'], reason=why, action='stopped')
-        msg = f"diverged in epoch {record['epoch']}: {why}, after {self.cuts} cuts of the rate; {back} and stopped this fit"
+        event = dict(epoch=epoch, stage=stage, reason=why, action='stopped')
+        msg = f"diverged in epoch {epoch}: {why}, after {self.cuts} cuts of the rate; {back} and stopped this fit"
     else:
         self.cuts += 1
         _scale_rates(learn.opt, learn.sched, 1/self.cut); _forget_trajectory(learn.opt)
         lr = max(g['lr'] for g in learn.opt.param_groups)
-        event = dict(epoch=record['epoch'], stage=record['stage'], reason=why, action='recovered', lr=lr)
-        msg = f"epoch {record['epoch']}: {why}; {back} and cut the learning rates {self.cut:g}x, to {lr:.3g} now"
-    record['guard'] = event['action']
+        event = dict(epoch=epoch, stage=stage, reason=why, action='recovered', lr=lr)
+        msg = f"epoch {epoch}: {why}; {back} and cut the learning rates {self.cut:g}x, to {lr:.3g} now"
     learn.guard_log.append(event)
     if learn.verbose: print(msg, flush=True)
+    return event['action']
+
+@patch
+def after_epoch(self:DivergenceGuard, learn, record, best):
+    if record.get('guard'): return   # the training loss was not finite: `recover` ran in the epoch already
+    why = self.diverged(learn.history[:-1], record, learn.data.n_classes)
+    if not why or learn._best_state is None or learn.best_epoch == record['epoch']: return
+    record['guard'] = self.recover(learn, record['epoch'], record['stage'], why)
 
 # %% ../nbs/02d_callbacks.ipynb #b925612e
 _CURVES = {'train_loss': ('Loss', 'Train'), 'train_acc': ('Accuracy', 'Train'),

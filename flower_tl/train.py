@@ -281,17 +281,36 @@ def _phase(self:Learner, phase:str, fwd, batches, steps:int, stats:AvgStats) -> 
 
 # %% ../nbs/03_train.ipynb #a26a9555
 @patch
+def _train_phase(self:Learner, fwd, src, ep:int) -> str: # What the guard did ('' if nothing went wrong)
+    "The training pass of epoch `ep`. A loss that is not finite goes to the guard, if there is one and a best epoch."
+    batches, steps = src.train(ep)
+    done = len(self.train_stats)
+    try: self._phase('train', fwd, batches, steps, self.train_stats); return ''
+    except LossNotFinite as e:
+        guard = next((cb for cb in self.cbs if isinstance(cb, DivergenceGuard)), None)
+        if guard is None or self._best_state is None: raise
+        action = guard.recover(self, ep, self.fit_state['stage'], str(e).split(', with learning rate')[0])
+    if self.sched is not None:   # the steps left in the epoch are skipped; the schedule goes on as if they were taken
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            for _ in range(steps - (len(self.train_stats) - done)):
+                try: self.sched.step()
+                except ValueError: break   # OneCycleLR: the last step of the schedule
+    return action
+
+@patch
 def _epoch(self:Learner, fwd, src, fit_epoch:int) -> dict:
     "Train and validate one epoch; record it in `history` and tell the callbacks."
     t0, ep = time.perf_counter(), self.epoch + 1
     self.train_stats.new_epoch(ep); self.valid_stats.new_epoch(ep)
     with self.dist.guard(f'epoch {ep}'):
-        self._train_mode(); self._phase('train', fwd, *src.train(ep), self.train_stats)
+        self._train_mode(); rescued = self._train_phase(fwd, src, ep)
         self.model.eval();  self._phase('valid', src.module, *src.valid(), self.valid_stats)
     self.epoch = ep
     r = dict(epoch=ep, stage=self.fit_state['stage'], trn_loss=self.train_stats.loss, val_loss=self.valid_stats.loss,
              trn_acc=self.train_stats.acc, val_acc=self.valid_stats.acc,
              lr=float(self.opt.param_groups[-1]['lr']), time=time.perf_counter() - t0)
+    if rescued: r['guard'] = rescued
     self.history.append(r)
     best = r['val_acc'] > self.best_acc
     if best: self.best_acc, self.best_epoch, self._best_state = r['val_acc'], ep, _cpu(self.model.state_dict())
@@ -382,15 +401,15 @@ def lr_find(self:Learner,
 
 # %% ../nbs/03_train.ipynb #c0e79b40
 @patch
-def _stage2_lr(self:Learner, base_lr:float, body_div:float, views:int, clean:bool) -> float: # The head's rate for stage 2
+def _stage2_lr(self:Learner, base_lr:float, body_div:float, views:int, clean:bool) -> tuple: # The head's rate for stage 2, and whence
     "A range test of what stage 2 trains, from the trained head, the body `body_div` times slower: a tenth of where it blew up, at most `base_lr`."
     res = self.lr_find(views=views, clean=clean, body_div=body_div)
     self.stage2_lr_find = res
     lr = res.lrs[-1]/10 if res.stop != 'done' and res.lrs else res.suggestion   # never blew up: the default rule
-    lr = float(self.dist.broadcast(float(min(lr, base_lr))))   # every process swept the same; rank 0's answer counts
+    lr = float(self.dist.broadcast(float(lr)))   # every process swept the same; rank 0's answer counts
     if not (math.isfinite(lr) and lr > 0):
         raise UserError(f"fine_tune: the range test of stage 2 found no usable rate ({res}); give lr2")
-    return lr
+    return (lr, 'range test') if lr <= base_lr else (base_lr, f"stage 1's rate; the range test allowed {lr:.2g}")
 
 # %% ../nbs/03_train.ipynb #8fe8cb75
 @patch
@@ -433,7 +452,7 @@ def fine_tune(self:Learner,
         else: self.freeze_to(freeze_to, bn=True); what = f"the stages from {list(stages(self.model)._modules)[self.frozen_stages]} on"
         how = 'given'
         if lr2 is None and stage in ('partial', 'unfrozen'): lr2, how = base_lr, 'resumed'   # a stand-in: the run's own rates come back
-        elif lr2 is None: lr2, how = self._stage2_lr(base_lr, body_div, views, clean), 'range test'
+        elif lr2 is None: lr2, how = self._stage2_lr(base_lr, body_div, views, clean)
         self.stage_lrs = dict(lr2=lr2, body_lr2=lr2/body_div, lr2_by=how)
         say(f"Stage 2: {what} ({n_trainable(self.model):,} trainable parameters), lr {lr2:.3g} ({how}) for the head, {lr2/body_div:.3g} for the body")
         out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, views=views, clean=clean, flip=flip,

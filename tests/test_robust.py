@@ -83,7 +83,33 @@ def test_gpu_recipe_on_the_cpu(tmp_path):
     r = train(out, '--recipe', 'gpu', '--size', '64', '--freeze-epochs', '3', '--epochs', '2')
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out/'metrics.json').read_text())
-    assert (m['freeze_to'], m['body_div'], m['lr2_by'], m['status']) == (None, 10.0, 'range test', 'ok'), m
+    assert (m['freeze_to'], m['body_div'], m['status']) == (None, 10.0, 'ok') and 'range test' in m['lr2_by'], m
     assert [h['stage'] for h in m['history']] == ['frozen']*3 + ['unfrozen']*2
     head = max(h['val_acc'] for h in m['history'] if h['stage'] == 'frozen')
     assert m['history'][-1]['val_acc'] >= head - 1/24, m['history']
+
+class NanOnce:
+    "Cross-entropy, except for the call numbered `at`, whose loss is nan (fault injection: one batch blows up)."
+    def __init__(self): self.calls, self.at = 0, None
+    def __call__(self, out, y):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(out, y)
+        return loss*float('nan') if self.calls == self.at else loss
+
+@pytest.mark.outcome
+def test_guard_recovers_from_a_nan_in_mid_epoch():
+    "A nan training loss in the middle of an epoch: the best weights come back, the rate is cut, the schedule goes on."
+    from flower_tl.train import Learner, create_model, arch_info
+    info = arch_info('efficientnet_lite0')
+    data = FlowerData.from_folder(size=64, mean=info['mean'], std=info['std'], bs=16, num_workers=0)
+    loss = NanOnce()
+    learn = Learner(data, create_model('efficientnet_lite0', 6), loss_func=loss, seed=0, progress=False, verbose=False)
+    learn.freeze().fit(2, 0.05, sched='one_cycle')
+    head = learn.best_acc
+    loss.at = loss.calls + 3                        # the third training step of the next fit
+    h = learn.fit(3, 0.05, sched='one_cycle')
+    assert [r.get('guard') for r in h] == ['recovered', None, None], h
+    assert 'the loss became nan' in learn.guard_log[0]['reason'] and learn.status == 'recovered'
+    assert learn.sched.last_epoch == 3*len(data.train_dl)   # the one-cycle schedule ran to its end
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+    assert h[-1]['val_acc'] >= head - 2/24, (head, h)

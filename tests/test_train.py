@@ -73,14 +73,14 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path, workers):
 @pytest.mark.outcome
 def test_fine_tune_resumes_in_stage_two(tmp_path):
     a = make(tmp_path/'a')
-    a.fine_tune(2, 0.05, freeze_epochs=2)
+    a.fine_tune(2, 0.05, freeze_epochs=2, lr2=0.025)   # a fixed stage-2 rate: no range test to count loss calls of
     b = make(tmp_path/'b')
     n_frozen = len(b.data.train_dl) + len(b.data.valid_dl)  # cached stage 1: same number of loss calls
     b.loss_func = InterruptAt(2*n_frozen + calls_per_epoch(b) + 2)  # stage 2, second epoch
-    with pytest.raises(KeyboardInterrupt): b.fine_tune(2, 0.05, freeze_epochs=2)
+    with pytest.raises(KeyboardInterrupt): b.fine_tune(2, 0.05, freeze_epochs=2, lr2=0.025)
     assert read_checkpoint(tmp_path/'b'/'last.pth')['train_state']['stage'] == 'unfrozen'
     c = make(tmp_path/'b')
-    c.fine_tune(2, 0.05, freeze_epochs=2, resume=tmp_path/'b'/'last.pth')
+    c.fine_tune(2, 0.05, freeze_epochs=2, lr2=0.025, resume=tmp_path/'b'/'last.pth')
     assert same_weights(a, c) and strip(c.history) == strip(a.history)
 
 def test_stage_two_trains_with_its_own_optimizer():
@@ -88,7 +88,7 @@ def test_stage_two_trains_with_its_own_optimizer():
     def opt_func(groups, lr):
         made.append(sgd_lookahead(groups, lr)); return made[-1]
     l = make(opt_func=opt_func)
-    l.fine_tune(1, 0.05, freeze_epochs=1)
+    l.fine_tune(1, 0.05, freeze_epochs=1, lr2=0.025)   # lr2 given: no sweep-only optimizer for a range test
     assert len(made) == 2 and l.opt is made[1]
     head = {id(p) for p in get_head(l.model).parameters()}
     assert {id(p) for g in made[0].param_groups for p in g['params']} == head
@@ -232,7 +232,7 @@ def test_lr_find_on_the_whole_model_leaves_everything_as_it_was():
 @pytest.mark.outcome
 def test_partial_fine_tune_on_cached_inputs_resumes_bitwise(tmp_path):
     "Stage 2 trains the last stages on cached inputs of the frozen ones; Ctrl-C in it, resume: the same weights and history."
-    kw = dict(freeze_to=-3, clean=True, views=1)   # resnet18: the last block, the pooling and the head train
+    kw = dict(freeze_to=-3, clean=True, views=1, lr2=0.025)   # resnet18: the last block, the pooling and the head train
     a = make(tmp_path/'a')
     a.fine_tune(2, 0.05, freeze_epochs=1, **kw)
     assert [r['stage'] for r in a.history] == ['frozen', 'partial', 'partial'] and a.frozen_stages == 8
