@@ -28,6 +28,11 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent/'shared'/'data'/'flowers102'
 
 
+def shown_path(data) -> str:
+    "`data` as the results file shows it: the default data folder as `<flowers102>`, no path of this machine."
+    return '<flowers102>' if Path(data).resolve() == DEFAULT_DATA.resolve() else str(data)
+
+
 def subset(src:Path, per_class:int, seed:int, dst:Path) -> Path:
     "Symlinks to `per_class` seeded images of each class of `src/train` (all of `src/valid`)."
     rng = random.Random(seed)
@@ -116,7 +121,7 @@ def main(argv=None):
         theirs = run_fastai(path, args, ours.pop('data'))
         print(f"fastai:    {theirs['seconds']:.1f} s, valid accuracy {theirs['accuracy']:.4f} (base_lr {theirs['lr']:.3g})", flush=True)
     out = dict(flower_tl=ours, fastai=theirs, time_ratio=ours['seconds']/theirs['seconds'],
-               accuracy_diff=ours['accuracy'] - theirs['accuracy'], settings=vars(args) | dict(json=None),
+               accuracy_diff=ours['accuracy'] - theirs['accuracy'], settings=vars(args) | dict(json=None, data=shown_path(args.data)),
                cpus=os.cpu_count(), threads=torch.get_num_threads())
     print(f"flower_tl / fastai wall time: {out['time_ratio']:.2f}; accuracy difference: {out['accuracy_diff']:+.4f}")
     if args.json: args.json.write_text(json.dumps(out, indent=1, default=str))

@@ -46,7 +46,7 @@ def run(path, name, fe, e, args) -> dict:
 
 
 def main(argv=None):
-    from compare_fastai import subset, DEFAULT_DATA
+    from compare_fastai import subset, shown_path, DEFAULT_DATA
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data', default=str(DEFAULT_DATA))
     p.add_argument('--per-class', type=int, default=10)
@@ -66,7 +66,7 @@ def main(argv=None):
             for b in args.budgets.split(','):
                 fe, e = map(int, b.split('+'))
                 rows.append(run(path, name, fe, e, args))
-                if args.json: args.json.write_text(json.dumps(dict(settings=vars(args) | dict(json=None), rows=rows), indent=1, default=str))
+                if args.json: args.json.write_text(json.dumps(dict(settings=vars(args) | dict(json=None, data=shown_path(args.data)), rows=rows), indent=1, default=str))
     print(f"{sum(r['ok'] for r in rows)} of {len(rows)} runs kept the head's accuracy in stage 2")
 
 

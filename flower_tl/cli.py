@@ -18,7 +18,8 @@ from .data import FlowerData, sample_path
 from .distributed import Dist, DistributedError, dist_env
 from .models import ARCHS, RESNETS, arch_info, create_model, read_checkpoint, resnet_cache_file, stages
 from .train import Learner
-from .fine_tune import CPU_RECIPE, DEFAULT_LR, GPU_RECIPE, RECIPES, fine_tune_recipe, range_test, recipe as recipe_for, with_lr
+from .fine_tune import (CPU_RECIPE, DEFAULT_LR, GPU_RECIPE, RECIPES, fine_tune_recipe, parse_duration, plan_epochs,
+                                 plan_text, probe, range_test, recipe as recipe_for, with_lr)
 from .predict import Predictor, csv_accuracy
 
 # %% ../nbs/05_cli.ipynb #d3230edb
@@ -242,6 +243,14 @@ def closing_line(learn, # The learner of the run, after training
     fixed = f"; the guard recovered from a diverging rate {n} time(s) (see metrics.json)" if n else ''
     return f"best validation accuracy {where}; last epoch {learn.history[-1]['val_acc']:.1%}{fixed}; {wrote}"
 
+# %% ../nbs/05_cli.ipynb #5900733f
+def _plan(learn, r:dict, budget:float) -> dict:
+    "Time the recipe's work on one batch, print the plan that fits `budget` seconds, and return the recipe with its epochs."
+    plan = plan_epochs(r, probe(learn, r), len(learn.data.train_ds), len(learn.data.valid_ds), budget)
+    plan = learn.dist.broadcast(plan)   # the processes time their own batches; rank 0's plan counts
+    _say(plan_text(plan, budget, r))
+    return {**r, 'freeze_epochs': plan['freeze_epochs'], 'epochs': plan['epochs']}
+
 # %% ../nbs/05_cli.ipynb #b3df7eb6
 def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and maybe `cat_to_name.json`
               arch:str='resnet50', # Backbone, one of `flower_tl.models.ARCHS`
@@ -262,6 +271,7 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
               resume=None, # The `last.pth` of an interrupted run to continue, with its settings; it goes on in its folder
               cbs:list=None, # More callbacks for the learner (see `flower_tl.callbacks.Callback`)
               recipe:str=None, # 'cpu' or 'gpu': whose settings (`flower_tl.fine_tune.RECIPES`); None: the one for the device
+              time_budget=None, # A time budget for training ('30m', '1h30m', or minutes): plan the epochs to fit it (see `plan_epochs`)
               **kwargs, # Other settings of the `recipe`: `lr2`, `body_div`, `freeze_to` (0: everything), `views`, `clean`, `flip`, `label_smoothing`
              ) -> dict: # `out`, `checkpoint` (best.pth), `metrics` (as in metrics.json) and the `learner`
     "`flower_tl train`: fine-tune a pretrained CNN; write the best checkpoint, curves and metrics into `out`."
@@ -269,6 +279,9 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
     if lr is not None and lr_find: raise UserError(f"give either {argname('lr')} or {argname('lr_find')}, not both")
     arch_info(arch); _need_dir(data, 'data folder'); check_count(argname('seed'), seed)
     if num_workers is not None: check_count(argname('num_workers', '--workers'), num_workers)
+    budget = None if time_budget is None else parse_duration(time_budget)
+    if budget is not None and resume is not None:
+        raise UserError(f"{argname('time_budget', '--time')} plans a new run; a resumed run keeps the epochs it was started with")
     if resume is not None: resume, out, overwrite, ts = _resume_plan(resume, out, overwrite, lr_find)
     dist = Dist.from_env(device)  # one process, or one of several started by torchrun
     dev = dist.device if dist.enabled else check_device(device)
@@ -290,6 +303,7 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
         _say(f"training {arch} at {fd.size} px on {learn.device}: {len(fd.train_ds)} training and {len(fd.valid_ds)} "
              f"validation images in {fd.n_classes} classes; writing into {out}" +
              (f"; {dist.world_size} processes, {r['bs']} images per step over all of them" if dist.enabled else ''))
+        if budget is not None: r = _plan(learn, r, budget)
         t0 = time.time()
         if r['freeze_to'] is not None and r['freeze_epochs'] and resume is None:   # one pass over the images for all
             learn.freeze(bn=True).cache_inputs(r['freeze_to'], r['views'], r['clean'])
@@ -300,7 +314,7 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
                        **{k: v for k, v in r.items() if k not in ('lr', 'bs', 'lr2')}, **learn.stage_lrs, workers=fd.num_workers,
                        status=learn.status, guard=learn.guard_log,
                        best_epoch=learn.best_epoch, best_val_acc=learn.best_acc, seconds=round(time.time() - t0, 1),
-                       total_seconds=round(time.time() - t_start, 1),
+                       total_seconds=round(time.time() - t_start, 1), time_budget=budget,
                        classes=fd.classes, names=fd.names, history=learn.history)
         if dist.is_main:
             _save_fig(learn.plot_curves(), out/'curves.png', overwrite)
@@ -504,12 +518,14 @@ def _train_parser(sub, pp:dict):
     g.add_argument('--lr', type=float, default=None, help=f"learning rate of the head in stage 1 {both('lr')}")
     g.add_argument('--lr-find', action='store_true', help="run the range test first and use its suggestion")
     t.add_argument('--out', type=Path, default=None, metavar='DIR', help="output folder (default: a new runs/<arch>-<time>/)")
+    t.add_argument('--time', default=None, metavar='T', help="a time budget for training, e.g. 30m or 1h30m: time one batch, "
+                   "print the plan, and cut the epochs if the recipe would not fit (default: no budget)")
     t.add_argument('--resume', type=Path, default=None, metavar='FILE',
                    help="continue an interrupted run from its last.pth, with the same other arguments (in its folder, unless --out "
                    "names a new or empty one)")
     r = t.add_argument_group('recipe', "what stage 2 trains and how; the defaults depend on the device (see flower_tl.fine_tune.recipe)")
     r.add_argument('--lr2', type=float, default=None, help="learning rate of the head in stage 2 (default: measured, a tenth "
-                   "of the rate at which a range test of stage 2 blew up)")
+                   "of the rate at which a range test of stage 2 blew up, at most the stage-1 rate)")
     r.add_argument('--body-div', type=float, default=None, metavar='D', help=f"the body learns D times slower in stage 2 {both('body_div')}")
     r.add_argument('--freeze-to', type=int, default=None, metavar='S',
                    help="stage 2 trains the stages from S on (flower_tl.models.stages; 0: everything) (default: on a CPU the "
@@ -561,7 +577,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/05_cli.ipynb #3eee2d59
-_RENAMED = dict(workers='num_workers', json='json_path')
+_RENAMED = dict(workers='num_workers', json='json_path', time='time_budget')
 
 def _job_kwargs(args:argparse.Namespace, job) -> dict:
     "The parsed `args` as keyword arguments of `job`, by name: `--workers` is `num_workers`, `--offline` is `download=False`."

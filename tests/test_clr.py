@@ -1,5 +1,5 @@
 "The LR range test with what notebooks do badly: worker processes, an interrupted sweep, the file system."
-import copy, os, random, tempfile
+import copy, inspect, os, random, tempfile
 
 import numpy as np
 import pytest
@@ -86,3 +86,19 @@ def test_nothing_written_to_disk(tmp_path, monkeypatch):
     lr_find(model, dl, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01), num_it=10,
             show_progress=False)
     assert sorted(os.listdir(tmp_path)) == ['tmp'] and os.listdir(tmp) == []
+
+def test_fall_is_the_rule_the_benchmark_chose():
+    "`flower_tl.clr.fall` gives the rate `bench/lr_suggest.py` scored as 'fall 0.8', on every range test it stored."
+    import json, sys
+    from tests.conftest import ROOT
+    from flower_tl.clr import fall, lr_find
+    sys.path.insert(0, str(ROOT/'bench'))
+    try: import lr_suggest
+    finally: sys.path.remove(str(ROOT/'bench'))
+    stored = json.loads((ROOT/'bench'/'results'/'lr_suggest.json').read_text())
+    curves = [s['lr_find'] for sc in stored.values() for s in sc['seeds'].values()]
+    assert len(curves) == 29
+    for c in curves:
+        lrs, sm = lr_suggest._ftl_cut(c['lrs'], c['losses'])
+        assert fall(lrs, sm) == lr_suggest.RULES['fall 0.8'][0](c['lrs'], c['losses'])
+    assert inspect.signature(lr_find).parameters['suggest'].default == 'fall'

@@ -113,3 +113,21 @@ def test_guard_recovers_from_a_nan_in_mid_epoch():
     assert learn.sched.last_epoch == 3*len(data.train_dl)   # the one-cycle schedule ran to its end
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
     assert h[-1]['val_acc'] >= head - 2/24, (head, h)
+
+def test_time_budget(tmp_path):
+    "`--time` prints the plan before training, fits the epochs to the budget, and refuses a budget nothing fits in."
+    import time
+    out = tmp_path/'run'
+    t = time.time()
+    r = train(out, '--size', '64', '--freeze-epochs', '3', '--epochs', '2', '--time', '3m')
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    plan = next(i for i, l in enumerate(lines) if l.startswith('time budget 3.0 min; plan:'))
+    assert plan < next(i for i, l in enumerate(lines) if l.startswith('Stage 1'))
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['time_budget'] == 180 and m['seconds'] <= 180 and time.time() - t < 300, m['seconds']
+    r = train(tmp_path/'short', '--size', '64', '--time', '1s')
+    assert r.returncode == 2 and 'is too short' in r.stderr and 'give at least' in r.stderr, r.stderr
+    assert not (tmp_path/'short').exists()
+    r = train(tmp_path/'bad', '--time', 'soon')
+    assert r.returncode == 2 and "--time: 'soon' is not a duration" in r.stderr, r.stderr
