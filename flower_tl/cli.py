@@ -152,9 +152,7 @@ def _setup(data, arch, weights, size, bs, num_workers, seed, download):
 # %% ../nbs/05_cli.ipynb #402e97c6
 def _settings(device, arch, lr, given:dict, name:str=None) -> dict:
     "The recipe `name` (None: the one for `device`) for `arch`, with the settings `given` (None: the recipe's), each checked before any work."
-    if name is not None and name not in RECIPES:
-        raise UserError(f"{argname('recipe')} must be one of {', '.join(RECIPES)}; got {name!r}")
-    r = recipe_for(device, arch, name)
+    r = recipe_for(device, arch, name)   # checks `name`
     bad = sorted(set(given) - set(r))
     if bad: raise UserError(f"train_job: unknown setting(s) {', '.join(bad)}; the recipe has {', '.join(r)}")
     given = {k: v for k, v in given.items() if v is not None}

@@ -30,7 +30,7 @@ def recipe(device, # Where training runs: 'cpu', 'cuda', ...
           ) -> dict: # `bs, freeze_epochs, epochs, lr, lr2, body_div, freeze_to, views, clean, flip, label_smoothing`
     "The settings `flower_tl train` uses unless told otherwise: the classic recipe on a GPU, the cached one on a CPU."
     if name is None: name = 'cpu' if torch.device(device).type == 'cpu' else 'gpu'
-    if name not in RECIPES: raise UserError(f"recipe must be one of {', '.join(RECIPES)}; got {name!r}")
+    if name not in RECIPES: raise UserError(f"{argname('recipe')} must be one of {', '.join(RECIPES)}; got {name!r}")
     r = dict(RECIPES[name])
     last = r.pop('last_block')   # train the last block with what follows it: 3 stages follow Lite0's, 2 a ResNet's
     r['freeze_to'] = (-4 if arch == 'efficientnet_lite0' else -3) if last else None
@@ -103,10 +103,10 @@ def probe(learn:Learner, # A learner with fresh weights, built with the recipe's
             for p in model.parameters(): p.requires_grad_(False)
             model.eval()
             with torch.no_grad():
-                pre_cache, pre2 = split_at(model, cache_cut)[0], (split_at(model, cut)[0] if cut else None)
+                pre_cache = split_at(model, cache_cut)[0]
                 cache = _seconds(lambda: pre_cache(x), reps)/len(y)
-                inp = pre2(x) if cut else x
-            suffix = split_at(model, cut)[1] if cut else model
+                prefix, suffix = split_at(model, cut) if cut else (None, model)
+                inp = prefix(x) if cut else x
             for p in suffix.parameters(): p.requires_grad_(True)
             learn._train_mode()
             def step():

@@ -203,7 +203,8 @@ def _make_sched(self:Learner, sched, total_steps):
 
 # %% ../nbs/03_train.ipynb #0e5322ae
 class LossNotFinite(UserError):
-    "The loss became NaN or infinite; the learning rate is usually too high."
+    "The loss became NaN or infinite; the learning rate is usually too high. `reason`: where it happened, in a few words."
+    def __init__(self, msg:str, reason:str=''): super().__init__(msg); self.reason = reason or msg
 
 class ImageSource:
     "Batches `(x, y, pad)` of the data's images, this process's shards, on the device: the source for the whole model."
@@ -249,10 +250,9 @@ def _step(self:Learner, fwd, x, y, pad:bool, train:bool, it:int):
     lv, correct, n, w = self._global(lv, correct, 0 if pad else len(y))
     if not train: return lv, correct, n
     if not math.isfinite(lv):
-        lr = max(g['lr'] for g in self.opt.param_groups)
-        raise LossNotFinite(f"the loss became {lv} at epoch {self.epoch + 1}, iteration {it}, with learning rate {lr:.3g}; "
-                            f"training stopped before it touched the weights. Try a lower learning rate "
-                            f"(e.g. {lr/10:.3g}; lr_find helps to choose one)")
+        lr, where = max(g['lr'] for g in self.opt.param_groups), f"the loss became {lv} at epoch {self.epoch + 1}, iteration {it}"
+        raise LossNotFinite(f"{where}, with learning rate {lr:.3g}; training stopped before it touched the weights. Try a "
+                            f"lower learning rate (e.g. {lr/10:.3g}; lr_find helps to choose one)", where)
     self.opt.zero_grad(set_to_none=True)
     if w != 1: loss = loss*w  # DDP averages the processes' gradients: weighted, that is the global batch's mean
     if self.scaler is not None:
@@ -289,7 +289,7 @@ def _train_phase(self:Learner, fwd, src, ep:int) -> str: # What the guard did ('
     except LossNotFinite as e:
         guard = next((cb for cb in self.cbs if isinstance(cb, DivergenceGuard)), None)
         if guard is None or self._best_state is None: raise
-        action = guard.recover(self, ep, self.fit_state['stage'], str(e).split(', with learning rate')[0])
+        action = guard.recover(self, ep, self.fit_state['stage'], e.reason)
     if self.sched is not None:   # the steps left in the epoch are skipped; the schedule goes on as if they were taken
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
