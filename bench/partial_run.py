@@ -11,6 +11,9 @@ on the cached activations for several epochs, which costs a fraction of a full f
 `--cut` counts blocks in `model.blocks` flattened (lite0 has 1+2+2+3+3+4+1 = 16): 15 trains `blocks[6]` and up,
 16 trains `conv_head` and up, 11 trains `blocks[5:]`. `--cache-dir` keeps the cached activations between runs
 (keyed by split, view, cut, image list); without it everything is computed in the run, as the timing needs.
+`--cache-cut C` caches after C blocks and runs the frozen blocks from C to `--cut` once over the cache, so one
+cache serves several cuts. `--ema D` also scores an exponential moving average of the stage-2 weights (decay D a
+step); `--clip N` clips stage 2's gradient norm at N. Issue 18's holdout table in bench/README.md used these.
 """
 import argparse, hashlib, json, math, os, sys, tempfile, time
 from pathlib import Path
@@ -144,7 +147,7 @@ def train_linear(head:nn.Linear, feats:torch.Tensor, y:torch.Tensor, epochs:int,
 
 def train_suffix(suffix:nn.Module, acts:torch.Tensor, y:torch.Tensor, epochs:int, lr:float, body_div:float,
                  bs:int=64, label_smoothing=0.1, fmap_flip=0.5, seed=0, wd=1e-4, pct_start=0.3, log=print,
-                 eval_fn=None):
+                 eval_fn=None, ema:float=0.0, clip:float=0.0):
     "Train the suffix (BN in eval mode) on cached activations (V, n, C, H, W): each epoch one random view per image."
     head = suffix[-1]; hid = {id(p) for p in head.parameters()}
     body = [p for p in suffix.parameters() if id(p) not in hid]
@@ -157,6 +160,8 @@ def train_suffix(suffix:nn.Module, acts:torch.Tensor, y:torch.Tensor, epochs:int
     lf = nn.CrossEntropyLoss(label_smoothing=label_smoothing); g = torch.Generator().manual_seed(seed)
     suffix.eval()  # BatchNorm keeps its ImageNet statistics; there is no dropout in the suffix
     hist = []
+    avg = (torch.optim.swa_utils.AveragedModel(suffix, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema))
+           if ema else None)   # an exponential moving average of the weights, step by step
     for ep in range(epochs):
         t = time.perf_counter(); tot = cor = 0; ls = 0.0
         perm = torch.randperm(n, generator=g); view = torch.randint(V, (n,), generator=g)
@@ -164,13 +169,16 @@ def train_suffix(suffix:nn.Module, acts:torch.Tensor, y:torch.Tensor, epochs:int
             idx = perm[i*bs:(i+1)*bs]
             x = _fmap_flip(acts[view[idx], idx].float(), fmap_flip, g).contiguous(memory_format=CL)
             out = suffix(x); loss = lf(out, y[idx])
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+            opt.zero_grad(set_to_none=True); loss.backward()
+            if clip: torch.nn.utils.clip_grad_norm_(suffix.parameters(), clip)
+            opt.step(); sched.step()
+            if avg is not None: avg.update_parameters(suffix)
             ls += loss.item()*len(idx); cor += (out.argmax(1) == y[idx]).sum().item(); tot += len(idx)
         r = dict(epoch=ep, train_loss=ls/tot, train_acc=cor/tot, seconds=time.perf_counter() - t)
         if eval_fn is not None: r['val_acc'] = eval_fn()
         hist.append(r); log('  ' + ' '.join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
     for p in suffix.parameters(): p.requires_grad_(False)
-    return hist
+    return (hist, avg) if ema else hist
 
 
 @torch.no_grad()
@@ -239,17 +247,21 @@ def run(args) -> dict:
         eval_fn = (lambda: evaluate(suffix, {'clean': ev['clean']}, yva)['centre']) if args.eval_every else None
         hist = train_suffix(suffix, acts, ytr, args.epochs, args.lr, args.body_div, bs=args.bs,
                             label_smoothing=args.label_smoothing, fmap_flip=args.fmap_flip, seed=args.seed,
-                            pct_start=args.pct_start, log=log, eval_fn=eval_fn) if args.epochs else []
+                            pct_start=args.pct_start, log=log, eval_fn=eval_fn, ema=args.ema, clip=args.clip) if args.epochs else []
+        avg = None
+        if args.ema and args.epochs: hist, avg = hist
         times['stage2'] = time.perf_counter() - t0
         # 4. final evaluation on the cached eval views
         t0 = time.perf_counter()
         accs = evaluate(suffix, ev, yva)
+        if avg is not None:   # the averaged weights, scored the same way
+            accs.update({f'ema {k}': v for k, v in evaluate(avg.module, ev, yva).items()})
         times['eval'] = time.perf_counter() - t0
     times['total'] = time.perf_counter() - t_start
     out = dict(data=str(src), split='holdout %.2f of train' % args.holdout if args.holdout else 'valid',
                n_train=len(tr), n_valid=len(va), cut=args.cut, cache_cut=cache_cut, views=args.views, epochs=args.epochs, lr=args.lr,
                body_div=args.body_div, head_epochs=args.head_epochs, head_lr=args.head_lr, bs=args.bs,
-               fmap_flip=args.fmap_flip, pct_start=args.pct_start, label_smoothing=args.label_smoothing,
+               fmap_flip=args.fmap_flip, ema=args.ema, clip=args.clip, pct_start=args.pct_start, label_smoothing=args.label_smoothing,
                stage1_acc=r1, accuracy=accs, seconds={k: round(v, 1) for k, v in times.items()},
                history=hist, load=os.getloadavg(), threads=torch.get_num_threads(), torch=torch.__version__,
                cache_dir=str(args.cache_dir) if args.cache_dir else None)
@@ -272,6 +284,8 @@ def main(argv=None):
     p.add_argument('--pct-start', type=float, default=0.3)
     p.add_argument('--fmap-flip', type=float, default=0.5, help="probability of flipping a cached activation map")
     p.add_argument('--bs', type=int, default=64)
+    p.add_argument('--clip', type=float, default=0.0, help="clip the gradient norm of stage 2 at this value (0: no clipping)")
+    p.add_argument('--ema', type=float, default=0.0, help="also score an exponential moving average of the stage-2 weights with this decay per step")
     p.add_argument('--label-smoothing', type=float, default=0.1)
     p.add_argument('--tta', nargs='+', default=['centre', 'centre+flip'], choices=list(TTA_SETS))
     p.add_argument('--eval-every', action='store_true', help="centre-crop accuracy after every epoch")

@@ -105,6 +105,7 @@ class Predictor:
                  arch:str=None, # Name of the architecture, for the record
                  channels_last:bool=True, # Run in channels-last memory layout (faster for these CNNs on CPU and GPU)
                  dist:Dist=None, # Processes that share folder predictions; from torchrun's variables (one process) if None
+                 tta:bool=True, # Average each image with its mirror image unless a call says otherwise
                 ):
         self.classes = [str(c) for c in classes]
         if isinstance(names, dict): names = [names.get(c, c) for c in self.classes]
@@ -113,7 +114,7 @@ class Predictor:
         self.mean, self.std, self.size, self.arch = tuple(mean), tuple(std), int(size), arch
         self.dist = dist if dist is not None else Dist.from_env(device)
         self.device = self.dist.device if self.dist.enabled else check_device(device)
-        self.channels_last = bool(channels_last)
+        self.channels_last, self.tta = bool(channels_last), bool(tta)
         self.model = model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
         self.transform = eval_transform(self.size, self.mean, self.std)
 
@@ -121,13 +122,14 @@ class Predictor:
     def from_checkpoint(cls, path, # A checkpoint written by `flower_tl.models.save_checkpoint`
                         device=None, # Where to run the model; the best available if None
                         dist:Dist=None, # Processes that share folder predictions; from torchrun's variables if None
+                        tta:bool=True, # Average each image with its mirror image unless a call says otherwise
                        ) -> 'Predictor':
         "Load a predictor from a checkpoint alone: no training data needed."
         dist = dist if dist is not None else Dist.from_env(device)
         dev = dist.device if dist.enabled else check_device(device)
         model, ckpt = model_from_checkpoint(path, device=dev)
         return cls(model, ckpt['classes'], ckpt['names'], ckpt['mean'], ckpt['std'], ckpt['size'], dev, ckpt.get('arch'),
-                   dist=dist)
+                   dist=dist, tta=tta)
 
     def __repr__(self):
         return (f"Predictor({self.arch or type(self.model).__name__}, {len(self.classes)} classes, "
@@ -137,13 +139,13 @@ class Predictor:
 @patch
 @torch.no_grad()
 def probs(self:Predictor, x:torch.Tensor, # A batch of prepared images, `(n, 3, size, size)`
-          tta:bool=False, # Also run the mirror images and average the two softmax outputs
+          tta:bool=None, # Also run the mirror images and average the two softmax outputs; None: the predictor's `tta`
          ) -> torch.Tensor: # Class probabilities on the CPU, `(n, n_classes)`
     "Softmax probabilities for a batch, optionally averaged with those of the horizontally flipped batch."
     x = x.to(self.device, non_blocking=True)
     if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
     p = self.model(x).float().softmax(1)
-    if tta: p = (p + self.model(x.flip(3)).float().softmax(1))/2
+    if self.tta if tta is None else tta: p = (p + self.model(x.flip(3)).float().softmax(1))/2
     if p.shape[1] != len(self.classes):
         raise ValueError(f"the model has {p.shape[1]} outputs but the predictor {len(self.classes)} classes")
     return p.cpu()
@@ -157,7 +159,7 @@ def _describe(self:Predictor, p, topk):
 @patch
 def predict(self:Predictor, image, # A path to an image file, or a PIL image
             topk:int=5, # How many of the best classes to list under `topk`
-            tta:bool=False, # Average with the mirror image's prediction
+            tta:bool=None, # Average with the mirror image's prediction; None: the predictor's `tta`
            ) -> dict: # `id`, `name` and `prob` of the best class, and `topk`: such dicts for the best classes
     "Predict one photo: its category id, flower name and probability, with the `topk` best classes."
     img = load_rgb(image) if isinstance(image, (str, os.PathLike)) else image.convert('RGB')
@@ -167,7 +169,7 @@ def predict(self:Predictor, image, # A path to an image file, or a PIL image
 @patch
 def show(self:Predictor, image, # A path to an image file, or a PIL image
          topk:int=5, # How many of the best classes to plot
-         tta:bool=False, # Average with the mirror image's prediction
+         tta:bool=None, # Average with the mirror image's prediction; None: the predictor's `tta`
         ): # A matplotlib Figure
     "Plot a photo beside the probabilities of its `topk` best classes."
     import matplotlib.pyplot as plt
@@ -188,7 +190,7 @@ def show(self:Predictor, image, # A path to an image file, or a PIL image
 @patch
 def _run(self:Predictor, ds, bs, tta, skip_bad, num_workers, progress, desc):
     "Predict an `ImageList` with names; return `(Predictions, targets)`. With several processes, each predicts a block."
-    cpu = self.device.type == 'cpu'
+    cpu, tta = self.device.type == 'cpu', self.tta if tta is None else bool(tta)
     bs = check_count(argname('bs'), (8 if cpu else 64) if bs is None else bs, 1)
     num_workers = check_count(argname('num_workers', '--workers'),
                               (0 if cpu else min(4, os.cpu_count() or 1)) if num_workers is None else num_workers, 0)
@@ -224,7 +226,7 @@ def _run(self:Predictor, ds, bs, tta, skip_bad, num_workers, progress, desc):
 @patch
 def predict_folder(self:Predictor, folder, # A folder of images, flat or nested
                    bs:int=None, # Images per batch; 8 on a CPU (fastest there, see `bench/bench_predict.py`), 64 on a GPU
-                   tta:bool=False, # Average each image's prediction with its mirror image's
+                   tta:bool=None, # Average each image's prediction with its mirror image's; None: the predictor's `tta`
                    skip_bad:bool=False, # Skip unreadable images (listed in `.skipped`) instead of stopping
                    num_workers:int=None, # Processes that read and resize images; 0 (this process) on a CPU, 4 on a GPU
                    progress:bool=None, # Show a progress bar; None: in a notebook or on a terminal, not into a log
@@ -270,7 +272,7 @@ def csv_accuracy(pred_csv, # Predictions: a CSV with the columns `file_name,id`
 @patch
 def evaluate(self:Predictor, folder, # A labelled folder, one subfolder per category id, like `valid/`
              bs:int=None, # Images per batch; 8 on a CPU, 64 on a GPU
-             tta:bool=False, # Average each image's prediction with its mirror image's
+             tta:bool=None, # Average each image's prediction with its mirror image's; None: the predictor's `tta`
              skip_bad:bool=False, # Skip unreadable images instead of stopping
              num_workers:int=None, # Processes that read and resize images; 0 on a CPU, 4 on a GPU
              progress:bool=None, # Show a progress bar; None: in a notebook or on a terminal, not into a log

@@ -95,16 +95,21 @@ def test_predict_bad_image(run, tiny, tmp_path):
 @pytest.mark.outcome
 def test_evaluate(run, tiny, tmp_path):
     out, _ = run
+    d = run_cli('evaluate', '--checkpoint', out/'best.pth', '--data', tiny, '--json', tmp_path/'d.json',
+                '--plot', tmp_path/'d.png', '--workers', '0')
+    assert d.returncode == 0 and '(flip TTA)' in d.stdout, d.stderr   # flip TTA by default ...
+    assert json.loads((tmp_path/'d.json').read_text())['tta'] is True
     r = run_cli('evaluate', '--checkpoint', out/'best.pth', '--data', tiny, '--json', tmp_path/'e.json',
-                '--plot', tmp_path/'m.png', '--workers', '0')
-    assert r.returncode == 0, r.stderr
+                '--plot', tmp_path/'m.png', '--workers', '0', '--no-tta')   # ... and the centre crop that training scored
+    assert r.returncode == 0 and 'TTA' not in r.stdout, r.stderr
     e = json.loads((tmp_path/'e.json').read_text())
     assert e['n_images'] == 6 and set(e['per_class']) == {'1', '50', '77'}
     assert e['top5_accuracy'] is None and 'top-5' not in r.stdout   # 3 classes: every image is in its top 5
     assert e['folder'].endswith('valid') and (tmp_path/'m.png').stat().st_size > 1000
     assert 'accuracy' in r.stdout and 'most confused' in r.stdout
     # the accuracy agrees with the predictions of the same folder, scored by hand against its class folders ...
-    p = run_cli('predict', '--checkpoint', out/'best.pth', '--images', tiny/'valid', '--csv', tmp_path/'v.csv', '--workers', '0')
+    p = run_cli('predict', '--checkpoint', out/'best.pth', '--images', tiny/'valid', '--csv', tmp_path/'v.csv', '--workers', '0',
+                '--no-tta')
     assert p.returncode == 0, p.stderr
     rows = list(csv.DictReader(open(tmp_path/'v.csv', newline='', encoding='utf-8')))
     assert e['accuracy'] == pytest.approx(sum(r['file_name'].split('/')[0] == r['id'] for r in rows)/len(rows), abs=1e-6)

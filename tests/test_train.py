@@ -19,7 +19,11 @@ def tiny_sample(root=None) -> Path:
     "A subset of the bundled sample (6 classes, 4 train and 2 valid images each), made once per process."
     import shutil, tempfile
     from flower_tl.data import sample_path
-    root = Path(root or os.environ.get('FLOWER_TL_TINY') or tempfile.mkdtemp(prefix='tiny_flowers_'))
+    if root is None and not os.environ.get('FLOWER_TL_TINY'):
+        import atexit
+        root = tempfile.mkdtemp(prefix='tiny_flowers_')
+        atexit.register(shutil.rmtree, root, ignore_errors=True)  # made here, so removed when this process ends
+    root = Path(root or os.environ['FLOWER_TL_TINY'])
     if not (root/'valid').is_dir():
         for split, n in (('train', 4), ('valid', 2)):
             for d in sorted((sample_path()/split).iterdir()):
