@@ -145,7 +145,7 @@ def probs(self:Predictor, x:torch.Tensor, # A batch of prepared images, `(n, 3, 
     x = x.to(self.device, non_blocking=True)
     if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
     p = self.model(x).float().softmax(1)
-    if self.tta if tta is None else tta: p = (p + self.model(x.flip(3)).float().softmax(1))/2
+    if (self.tta if tta is None else tta): p = (p + self.model(x.flip(3)).float().softmax(1))/2
     if p.shape[1] != len(self.classes):
         raise ValueError(f"the model has {p.shape[1]} outputs but the predictor {len(self.classes)} classes")
     return p.cpu()

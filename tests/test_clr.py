@@ -73,6 +73,7 @@ def test_interrupt_restores_everything():
     assert same(before, state(model, opt)) and torch.equal(gen, dl.generator.get_state())
 
 
+@pytest.mark.filterwarnings('ignore:lr_find. the loss was still falling')   # 10 steps need not reach the turn
 def test_nothing_written_to_disk(tmp_path, monkeypatch):
     "The state is kept in memory: no checkpoint file appears in the working folder or the temp folder."
     monkeypatch.chdir(tmp_path)
@@ -85,7 +86,8 @@ def test_nothing_written_to_disk(tmp_path, monkeypatch):
     model, dl = net(), loader(data())
     lr_find(model, dl, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01), num_it=10,
             show_progress=False)
-    assert sorted(os.listdir(tmp_path)) == ['tmp'] and os.listdir(tmp) == []
+    own = [f for f in os.listdir(tmp) if not f.startswith('torchinductor_')]   # torch's compile cache, made on first use in a process
+    assert sorted(os.listdir(tmp_path)) == ['tmp'] and own == []
 
 def test_fall_is_the_rule_the_benchmark_chose():
     "`flower_tl.clr.fall` gives the rate `bench/lr_suggest.py` scored as 'fall 0.8', on every range test it stored."
