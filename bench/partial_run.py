@@ -148,7 +148,7 @@ def train_linear(head:nn.Linear, feats:torch.Tensor, y:torch.Tensor, epochs:int,
 def train_suffix(suffix:nn.Module, acts:torch.Tensor, y:torch.Tensor, epochs:int, lr:float, body_div:float,
                  bs:int=64, label_smoothing=0.1, fmap_flip=0.5, seed=0, wd=1e-4, pct_start=0.3, log=print,
                  eval_fn=None, ema:float=0.0, clip:float=0.0):
-    "Train the suffix (BN in eval mode) on cached activations (V, n, C, H, W): each epoch one random view per image."
+    "Train the suffix (BN in eval mode) on cached activations (V, n, C, H, W), one random view per image an epoch; `(history, EMA model or None)`."
     head = suffix[-1]; hid = {id(p) for p in head.parameters()}
     body = [p for p in suffix.parameters() if id(p) not in hid]
     groups = [dict(params=body, lr=lr/body_div, name='body'), dict(params=list(head.parameters()), lr=lr, name='head')]
@@ -178,7 +178,7 @@ def train_suffix(suffix:nn.Module, acts:torch.Tensor, y:torch.Tensor, epochs:int
         if eval_fn is not None: r['val_acc'] = eval_fn()
         hist.append(r); log('  ' + ' '.join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
     for p in suffix.parameters(): p.requires_grad_(False)
-    return (hist, avg) if ema else hist
+    return hist, avg
 
 
 @torch.no_grad()
@@ -245,11 +245,9 @@ def run(args) -> dict:
         # 3. stage 2: train the suffix on the cached activations
         t0 = time.perf_counter()
         eval_fn = (lambda: evaluate(suffix, {'clean': ev['clean']}, yva)['centre']) if args.eval_every else None
-        hist = train_suffix(suffix, acts, ytr, args.epochs, args.lr, args.body_div, bs=args.bs,
+        hist, avg = train_suffix(suffix, acts, ytr, args.epochs, args.lr, args.body_div, bs=args.bs,
                             label_smoothing=args.label_smoothing, fmap_flip=args.fmap_flip, seed=args.seed,
-                            pct_start=args.pct_start, log=log, eval_fn=eval_fn, ema=args.ema, clip=args.clip) if args.epochs else []
-        avg = None
-        if args.ema and args.epochs: hist, avg = hist
+                            pct_start=args.pct_start, log=log, eval_fn=eval_fn, ema=args.ema, clip=args.clip) if args.epochs else ([], None)
         times['stage2'] = time.perf_counter() - t0
         # 4. final evaluation on the cached eval views
         t0 = time.perf_counter()

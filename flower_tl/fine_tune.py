@@ -7,7 +7,7 @@ __all__ = ['DEFAULT_LR', 'GPU_RECIPE', 'CPU_RECIPE', 'RECIPES', 'recipe', 'with_
            'parse_duration', 'probe', 'plan_epochs', 'plan_text']
 
 # %% ../nbs/03a_fine_tune.ipynb #5cfdfe06
-import math, re, time
+import math, re, time, timeit
 
 import torch
 
@@ -79,10 +79,7 @@ def parse_duration(s, # '90s', '30m', '1h30m', '2h', or a plain number of minute
 # %% ../nbs/03a_fine_tune.ipynb #04411661
 def _seconds(f, reps:int) -> float:
     "The fastest of `reps` timed calls of `f` (after one untimed warm-up call)."
-    f(); best = math.inf
-    for _ in range(reps):
-        t = time.perf_counter(); f(); best = min(best, time.perf_counter() - t)
-    return best
+    f(); return min(timeit.repeat(f, number=1, repeat=reps))
 
 def probe(learn:Learner, # A learner with fresh weights, built with the recipe's batch size
           r:dict, # The recipe (see `recipe`)
