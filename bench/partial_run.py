@@ -13,9 +13,11 @@ on the cached activations for several epochs, which costs a fraction of a full f
 (keyed by split, view, cut, image list); without it everything is computed in the run, as the timing needs.
 `--cache-cut C` caches after C blocks and runs the frozen blocks from C to `--cut` once over the cache, so one
 cache serves several cuts. `--ema D` also scores an exponential moving average of the stage-2 weights (decay D a
-step); `--clip N` clips stage 2's gradient norm at N. Issue 18's holdout table in bench/README.md used these.
+step); `--clip N` clips stage 2's gradient norm at N; `--soup K` trains stage 2 K times from the same head (seeds
+seed .. seed+K-1: other data orders) and scores each run, the mean of their probabilities (an ensemble) and the mean of
+their weights (a uniform model soup). Issue 18's holdout table in bench/README.md used these.
 """
-import argparse, hashlib, json, math, os, sys, tempfile, time
+import argparse, copy, hashlib, json, math, os, sys, tempfile, time
 from pathlib import Path
 
 import torch
@@ -245,13 +247,32 @@ def run(args) -> dict:
         # 3. stage 2: train the suffix on the cached activations
         t0 = time.perf_counter()
         eval_fn = (lambda: evaluate(suffix, {'clean': ev['clean']}, yva)['centre']) if args.eval_every else None
-        hist, avg = train_suffix(suffix, acts, ytr, args.epochs, args.lr, args.body_div, bs=args.bs,
-                            label_smoothing=args.label_smoothing, fmap_flip=args.fmap_flip, seed=args.seed,
-                            pct_start=args.pct_start, log=log, eval_fn=eval_fn, ema=args.ema, clip=args.clip) if args.epochs else ([], None)
+        start = copy.deepcopy(suffix.state_dict()); states = []; members = {}
+        for k in range(args.soup):   # --soup K: K stage-2 runs from the same head, differing only in data order
+            if k: suffix.load_state_dict(start)
+            hist, avg = train_suffix(suffix, acts, ytr, args.epochs, args.lr, args.body_div, bs=args.bs,
+                                label_smoothing=args.label_smoothing, fmap_flip=args.fmap_flip, seed=args.seed + k,
+                                pct_start=args.pct_start, log=log, eval_fn=eval_fn, ema=args.ema, clip=args.clip) if args.epochs else ([], None)
+            if args.soup > 1:
+                states.append(copy.deepcopy(suffix.state_dict()))
+                members[f'member {k}'] = evaluate(suffix, ev, yva); log(f"member {k}: {members[f'member {k}']}")
         times['stage2'] = time.perf_counter() - t0
         # 4. final evaluation on the cached eval views
         t0 = time.perf_counter()
+        if args.soup > 1:   # the ensemble (mean of the members' probabilities), then the uniform soup (mean of weights)
+            ens = {}
+            for name, vs in TTA_SETS.items():
+                if not all(v in ev for v in vs): continue
+                tot = 0
+                for st in states:
+                    suffix.load_state_dict(st); tot = tot + sum(probs(suffix, ev[v]) for v in vs)
+                ens[f'ensemble {name}'] = (tot.argmax(1) == yva).float().mean().item()
+            suffix.load_state_dict({k: sum(st[k].float() for st in states)/len(states) if st0.is_floating_point() else st0
+                                    for k, st0 in states[0].items()})
         accs = evaluate(suffix, ev, yva)
+        if args.soup > 1:
+            accs = {**{f'soup {k}': v for k, v in accs.items()}, **ens,
+                    **{f'{m} {k}': v for m, d in members.items() for k, v in d.items()}}
         if avg is not None:   # the averaged weights, scored the same way
             accs.update({f'ema {k}': v for k, v in evaluate(avg.module, ev, yva).items()})
         times['eval'] = time.perf_counter() - t0
@@ -259,7 +280,7 @@ def run(args) -> dict:
     out = dict(data=str(src), split='holdout %.2f of train' % args.holdout if args.holdout else 'valid',
                n_train=len(tr), n_valid=len(va), cut=args.cut, cache_cut=cache_cut, views=args.views, epochs=args.epochs, lr=args.lr,
                body_div=args.body_div, head_epochs=args.head_epochs, head_lr=args.head_lr, bs=args.bs,
-               fmap_flip=args.fmap_flip, ema=args.ema, clip=args.clip, pct_start=args.pct_start, label_smoothing=args.label_smoothing,
+               fmap_flip=args.fmap_flip, ema=args.ema, clip=args.clip, soup=args.soup, pct_start=args.pct_start, label_smoothing=args.label_smoothing,
                stage1_acc=r1, accuracy=accs, seconds={k: round(v, 1) for k, v in times.items()},
                history=hist, load=os.getloadavg(), threads=torch.get_num_threads(), torch=torch.__version__,
                cache_dir=str(args.cache_dir) if args.cache_dir else None)
@@ -284,6 +305,7 @@ def main(argv=None):
     p.add_argument('--bs', type=int, default=64)
     p.add_argument('--clip', type=float, default=0.0, help="clip the gradient norm of stage 2 at this value (0: no clipping)")
     p.add_argument('--ema', type=float, default=0.0, help="also score an exponential moving average of the stage-2 weights with this decay per step")
+    p.add_argument('--soup', type=int, default=1, help="train stage 2 this many times (seeds seed, seed+1, ...) from the same head; score each, their ensemble and their weight average")
     p.add_argument('--label-smoothing', type=float, default=0.1)
     p.add_argument('--tta', nargs='+', default=['centre', 'centre+flip'], choices=list(TTA_SETS))
     p.add_argument('--eval-every', action='store_true', help="centre-crop accuracy after every epoch")

@@ -268,7 +268,7 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
               progress:bool=None, # Progress bars: None for bars in a notebook or on a terminal, never into a log
               resume=None, # The `last.pth` of an interrupted run to continue, with its settings; it goes on in its folder
               cbs:list=None, # More callbacks for the learner (see `flower_tl.callbacks.Callback`)
-              recipe:str=None, # 'cpu' or 'gpu': whose settings (`flower_tl.fine_tune.RECIPES`); None: the one for the device
+              recipe:str=None, # 'cpu', 'gpu' or 'long': whose settings (`flower_tl.fine_tune.RECIPES`); None: the one for the device
               time_budget=None, # A time budget for training ('30m', '1h30m', or minutes): plan the epochs to fit it (see `plan_epochs`)
               **kwargs, # Other settings of the `recipe`: `lr2`, `body_div`, `freeze_to` (0: everything), `views`, `clean`, `flip`, `label_smoothing`
              ) -> dict: # `out`, `checkpoint` (best.pth), `metrics` (as in metrics.json) and the `learner`
@@ -334,7 +334,7 @@ def lr_find_job(data, # Folder with `train/<category>/`, `valid/<category>/` and
                 device=None, # 'cpu', 'cuda', ...; the best available if None
                 download:bool=True, # Download missing ResNet ImageNet weights
                 progress:bool=None, # Progress bars: None for bars in a notebook or on a terminal, never into a log
-                recipe:str=None, # 'cpu' or 'gpu': whose stage 1 to test (`flower_tl.fine_tune.RECIPES`); None: the one for the device
+                recipe:str=None, # 'cpu', 'gpu' or 'long': whose stage 1 to test (`flower_tl.fine_tune.RECIPES`); None: the one for the device
                ): # What the range test measured, with `.suggestion`
     "`flower_tl lr-find`: the range test of `train --lr-find` (the recipe's stage 1); save the plot and print the suggestion."
     arch_info(arch); _need_dir(data, 'data folder'); check_count(argname('seed'), seed)
@@ -495,7 +495,7 @@ def _parents() -> dict:
     model.add_argument('--bs', type=int, default=None, help="batch size (default: 64 on a CPU, 32 on a GPU)")
     model.add_argument('--seed', type=int, default=0, help="random seed (default: 0)")
     model.add_argument('--recipe', choices=list(RECIPES), default=None,
-                       help="whose settings: the cached CPU recipe or the classic GPU one (default: the one for the device)")
+                       help="whose settings: the cached CPU recipe, the classic GPU one, or the long one (the CPU recipe's head, then the whole network; about an hour on 2 cores) (default: the one for the device)")
     scoring.add_argument('--checkpoint', type=Path, required=True, metavar='FILE', help="a checkpoint from flower_tl train")
     scoring.add_argument('--tta', action=argparse.BooleanOptionalAction, default=True,
                          help="average each image's prediction with its mirror image's, flip test-time augmentation "
