@@ -495,7 +495,7 @@ def _parents() -> dict:
     model.add_argument('--bs', type=int, default=None, help="batch size (default: 64 on a CPU, 32 on a GPU)")
     model.add_argument('--seed', type=int, default=0, help="random seed (default: 0)")
     model.add_argument('--recipe', choices=list(RECIPES), default=None,
-                       help="whose settings: the cached CPU recipe, the classic GPU one, or the long one (the CPU recipe's head, then the whole network; about an hour on 2 cores) (default: the one for the device)")
+                       help="whose settings: the cached CPU recipe, the classic GPU one, or the long one (the CPU recipe's head, then the whole network; about 75 minutes on 2 cores) (default: the one for the device)")
     scoring.add_argument('--checkpoint', type=Path, required=True, metavar='FILE', help="a checkpoint from flower_tl train")
     scoring.add_argument('--tta', action=argparse.BooleanOptionalAction, default=True,
                          help="average each image's prediction with its mirror image's, flip test-time augmentation "
