@@ -194,11 +194,14 @@ TTA_SETS = {'centre': ('clean',), 'centre+flip': ('clean', 'flip'), 'full': ('fu
             'centre+full256 (+flips)': ('clean', 'flip', 'full256', 'full256flip'),
             'centre+full (+flips)': ('clean', 'flip', 'full', 'fullflip')}
 
-def evaluate(suffix, eval_acts:dict, y:torch.Tensor) -> dict:
-    "Accuracy of each TTA set whose views are cached: mean of softmax over the views."
-    p = {v: probs(suffix, a) for v, a in eval_acts.items()}
+def tta_accuracy(p:dict, y:torch.Tensor) -> dict:
+    "Accuracy of each TTA set whose views' probabilities are in `p` (view -> probabilities): mean over the views."
     return {name: (sum(p[v] for v in vs).argmax(1) == y).float().mean().item()
             for name, vs in TTA_SETS.items() if all(v in p for v in vs)}
+
+def evaluate(suffix, eval_acts:dict, y:torch.Tensor) -> dict:
+    "Accuracy of each TTA set whose views are cached: mean of softmax over the views."
+    return tta_accuracy({v: probs(suffix, a) for v, a in eval_acts.items()}, y)
 
 
 # ---------------------------------------------------------------- the recipe
@@ -247,26 +250,22 @@ def run(args) -> dict:
         # 3. stage 2: train the suffix on the cached activations
         t0 = time.perf_counter()
         eval_fn = (lambda: evaluate(suffix, {'clean': ev['clean']}, yva)['centre']) if args.eval_every else None
-        start = copy.deepcopy(suffix.state_dict()); states = []; members = {}
+        start = copy.deepcopy(suffix.state_dict()); states, member_probs, members = [], [], {}
         for k in range(args.soup):   # --soup K: K stage-2 runs from the same head, differing only in data order
             if k: suffix.load_state_dict(start)
             hist, avg = train_suffix(suffix, acts, ytr, args.epochs, args.lr, args.body_div, bs=args.bs,
                                 label_smoothing=args.label_smoothing, fmap_flip=args.fmap_flip, seed=args.seed + k,
                                 pct_start=args.pct_start, log=log, eval_fn=eval_fn, ema=args.ema, clip=args.clip) if args.epochs else ([], None)
-            if args.soup > 1:
+            if args.soup > 1:   # each member's probabilities, once: its own scores and the ensemble's come from them
                 states.append(copy.deepcopy(suffix.state_dict()))
-                members[f'member {k}'] = evaluate(suffix, ev, yva); log(f"member {k}: {members[f'member {k}']}")
+                member_probs.append({v: probs(suffix, a) for v, a in ev.items()})
+                members[f'member {k}'] = tta_accuracy(member_probs[-1], yva); log(f"member {k}: {members[f'member {k}']}")
         times['stage2'] = time.perf_counter() - t0
         # 4. final evaluation on the cached eval views
         t0 = time.perf_counter()
         if args.soup > 1:   # the ensemble (mean of the members' probabilities), then the uniform soup (mean of weights)
-            ens = {}
-            for name, vs in TTA_SETS.items():
-                if not all(v in ev for v in vs): continue
-                tot = 0
-                for st in states:
-                    suffix.load_state_dict(st); tot = tot + sum(probs(suffix, ev[v]) for v in vs)
-                ens[f'ensemble {name}'] = (tot.argmax(1) == yva).float().mean().item()
+            ens = {f'ensemble {k}': v for k, v in
+                   tta_accuracy({v: sum(mp[v] for mp in member_probs) for v in ev}, yva).items()}
             suffix.load_state_dict({k: sum(st[k].float() for st in states)/len(states) if st0.is_floating_point() else st0
                                     for k, st0 in states[0].items()})
         accs = evaluate(suffix, ev, yva)
