@@ -270,7 +270,7 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
               cbs:list=None, # More callbacks for the learner (see `flower_tl.callbacks.Callback`)
               recipe:str=None, # 'cpu', 'gpu' or 'long': whose settings (`flower_tl.fine_tune.RECIPES`); None: the one for the device
               time_budget=None, # A time budget for training ('30m', '1h30m', or minutes): plan the epochs to fit it (see `plan_epochs`)
-              **kwargs, # Other settings of the `recipe`: `lr2`, `body_div`, `freeze_to` (0: everything), `views`, `clean`, `flip`, `label_smoothing`
+              **kwargs, # Other settings of the `recipe`: `lr2`, `body_div`, `freeze_to` (0: everything), `views`, `clean`, `flip`, `cache`, `label_smoothing`
              ) -> dict: # `out`, `checkpoint` (best.pth), `metrics` (as in metrics.json) and the `learner`
     "`flower_tl train`: fine-tune a pretrained CNN; write the best checkpoint, curves and metrics into `out`."
     t_start = time.time()
@@ -303,7 +303,7 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
              (f"; {dist.world_size} processes, {r['bs']} images per step over all of them" if dist.enabled else ''))
         if budget is not None: r = _plan(learn, r, budget)
         t0 = time.time()
-        if r['freeze_to'] is not None and r['freeze_epochs'] and resume is None:   # one pass over the images for all
+        if r['freeze_to'] is not None and r['cache'] and r['freeze_epochs'] and resume is None:   # one pass for all
             learn.freeze(bn=True).cache_inputs(r['freeze_to'], r['views'], r['clean'])
         if lr_find: r = _find_lr(learn, r, out, overwrite, lr2_given=kwargs.get('lr2') is not None)
         _fit(learn, r, resume, out)
@@ -535,6 +535,9 @@ def _train_parser(sub, pp:dict):
                    help="also cache the plain centre crops (default: on a CPU, not on a GPU)")
     r.add_argument('--flip', action=argparse.BooleanOptionalAction, default=None,
                    help="mirror cached feature maps at random (default: on a CPU, not on a GPU)")
+    r.add_argument('--cache', action=argparse.BooleanOptionalAction, default=None,
+                   help="with --freeze-to, train stage 2 on cached outputs of the frozen stages; --no-cache: on augmented "
+                   "photos through them, slower an epoch (default: --cache)")
     r.add_argument('--label-smoothing', type=float, default=None, metavar='E', help=f"label smoothing {both('label_smoothing')}")
 
 # %% ../nbs/05_cli.ipynb #e4fbd64f

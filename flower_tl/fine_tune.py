@@ -19,16 +19,16 @@ from .train import Learner
 # %% ../nbs/03a_fine_tune.ipynb #b92fe44e
 DEFAULT_LR = 1e-2
 GPU_RECIPE = dict(bs=32, freeze_epochs=1, epochs=5, lr=DEFAULT_LR, lr2=None, body_div=10.0, last_block=False, views=1,
-                  clean=False, flip=False, label_smoothing=0.0)
+                  clean=False, flip=False, cache=True, label_smoothing=0.0)
 CPU_RECIPE = dict(bs=64, freeze_epochs=20, epochs=6, lr=0.05, lr2=None, body_div=2.0, last_block=True, views=0, clean=True,
-                  flip=True, label_smoothing=0.1)
+                  flip=True, cache=True, label_smoothing=0.1)
 LONG_RECIPE = dict(CPU_RECIPE, bs=32, epochs=12, body_div=10.0, last_block=False, flip=False)   # CPU's stage 1, then all of it
 RECIPES = dict(cpu=CPU_RECIPE, gpu=GPU_RECIPE, long=LONG_RECIPE)
 
 def recipe(device, # Where training runs: 'cpu', 'cuda', ...
            arch:str='resnet50', # Backbone, one of `flower_tl.models.ARCHS`
            name:str=None, # 'cpu', 'gpu' or 'long' (a key of `RECIPES`); None: the one for `device`
-          ) -> dict: # `bs, freeze_epochs, epochs, lr, lr2, body_div, freeze_to, views, clean, flip, label_smoothing`
+          ) -> dict: # `bs, freeze_epochs, epochs, lr, lr2, body_div, freeze_to, views, clean, flip, cache, label_smoothing`
     "The settings `flower_tl train` uses unless told otherwise: the classic recipe on a GPU, the cached one on a CPU."
     if name is None: name = 'cpu' if torch.device(device).type == 'cpu' else 'gpu'
     if name not in RECIPES: raise UserError(f"{argname('recipe')} must be one of {', '.join(RECIPES)}; got {name!r}")
@@ -52,7 +52,7 @@ def range_test(learn:Learner, # A learner on fresh weights
               ): # A `flower_tl.clr.LRFinderResult`
     "The range test for stage 1 of recipe `r`: the head on the frozen body, on the cache the recipe's stages use."
     learn.freeze()
-    if r.get('freeze_to') is not None: learn.cache_inputs(r['freeze_to'], r['views'], r['clean'])
+    if r.get('freeze_to') is not None and r['cache']: learn.cache_inputs(r['freeze_to'], r['views'], r['clean'])
     return learn.lr_find(views=r['views'], clean=r['clean'], **kwargs)
 
 def fine_tune_recipe(learn:Learner, # A learner built with the recipe's `bs` and `label_smoothing`
@@ -61,7 +61,8 @@ def fine_tune_recipe(learn:Learner, # A learner built with the recipe's `bs` and
                     ) -> list: # One dict per epoch of both stages
     "Both stages of recipe `r` on `learn` (`Learner.fine_tune` with the recipe's epochs, rates, split and cache)."
     return learn.fine_tune(r['epochs'], r['lr'], freeze_epochs=r['freeze_epochs'], lr2=r['lr2'], body_div=r['body_div'],
-                           views=r['views'], clean=r['clean'], freeze_to=r['freeze_to'], flip=r['flip'], resume=resume)
+                           views=r['views'], clean=r['clean'], freeze_to=r['freeze_to'], flip=r['flip'],
+                           cache=r['cache'], resume=resume)
 
 # %% ../nbs/03a_fine_tune.ipynb #eb6ec4c0
 def parse_duration(s, # '90s', '30m', '1h30m', '2h', or a plain number of minutes
@@ -85,11 +86,11 @@ def _seconds(f, reps:int) -> float:
 def probe(learn:Learner, # A learner with fresh weights, built with the recipe's batch size
           r:dict, # The recipe (see `recipe`)
           reps:int=2, # Timed repetitions of each kind of work (the fastest counts)
-         ) -> dict: # Seconds per image: `cache`, `step`, `eval`, and `load` (reading and preparing a photo)
+         ) -> dict: # Seconds per image: `cache`, `step`, `eval`, `prefix` (the stages stage 2 keeps frozen), `load` (reading a photo)
     "Time the recipe's kinds of work on one real batch; the model, its modes, the RNGs and the loaders are left as they were."
     model, n = learn.model, n_stages(learn.model)
     cut = 0 if r['freeze_to'] is None else r['freeze_to'] % n        # stage 2 trains from this stage on
-    cache_cut = n - 1 if r['freeze_to'] is None else cut              # stage 1's cache: the pooled features, or stage 2's inputs
+    cache_cut = cut if cut and r['cache'] else n - 1                  # stage 1's cache: stage 2's inputs, or the pooled features
     dl = learn.data.valid_dl                                          # in order: drawing from it changes no generator
     with torch.random.fork_rng(devices=[]), keep_modes(model):
         it = iter(dl); next(it)
@@ -105,6 +106,7 @@ def probe(learn:Learner, # A learner with fresh weights, built with the recipe's
                 cache = _seconds(lambda: pre_cache(x), reps)/len(y)
                 prefix, suffix = split_at(model, cut) if cut else (None, model)
                 inp = prefix(x) if cut else x
+                pre = _seconds(lambda: prefix(x), reps)/len(y) if cut else 0.0
             for p in suffix.parameters(): p.requires_grad_(True)
             learn._train_mode()
             def step():
@@ -116,7 +118,7 @@ def probe(learn:Learner, # A learner with fresh weights, built with the recipe's
             for p, g in grads.items(): p.requires_grad_(g); p.grad = None
             with torch.no_grad():
                 for b, v in buffers: b.copy_(v)
-    return dict(cache=cache, step=train, eval=ev, load=load)
+    return dict(cache=cache, step=train, eval=ev, prefix=pre, load=load)
 
 # %% ../nbs/03a_fine_tune.ipynb #fa0f2289
 def plan_epochs(r:dict, # The recipe (see `recipe`); its epochs are the most the plan gives
@@ -127,12 +129,13 @@ def plan_epochs(r:dict, # The recipe (see `recipe`); its epochs are the most the
                 margin:float=0.9, # Plan within this fraction of the budget
                ) -> dict: # `freeze_epochs`, `epochs` and the estimated `seconds` of each phase
     "The recipe's epochs, or fewer (stage 2's first) so that the estimated time fits `margin` of `budget`; a `UserError` if none fit."
-    cached2 = r['freeze_to'] is not None              # stage 2 on cached inputs, or on freshly loaded photos
+    cached2 = r['freeze_to'] is not None and r['cache']   # stage 2 on cached inputs, or on photos through the frozen stages
+    photo = 0 if cached2 else rates['load'] + rates['prefix']
     passes = r['views'] + bool(r['clean'])
     cache = (n_train*passes + n_valid)*(rates['cache'] + rates['load'])
     head = 0.02*(n_train*rates['step'] + n_valid*rates['eval'])   # a linear head on cached features: next to nothing
-    epoch2 = n_train*rates['step'] + n_valid*rates['eval'] + (0 if cached2 else (n_train + n_valid)*rates['load'])
-    sweep = 0 if r['lr2'] is not None else 100*r['bs']*rates['step']   # stage 2's range test
+    epoch2 = n_train*rates['step'] + n_valid*rates['eval'] + (n_train + n_valid)*photo
+    sweep = 0 if r['lr2'] is not None else 100*r['bs']*(rates['step'] + photo)   # stage 2's range test
     left = margin*budget - cache - sweep
     e1, e2 = r['freeze_epochs'], r['epochs']
     if e2 and e1*head + e2*epoch2 > left: e2 = max(int((left - e1*head)//epoch2), 1 if left > head + epoch2 else 0)

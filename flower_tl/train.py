@@ -401,9 +401,9 @@ def lr_find(self:Learner,
 
 # %% ../nbs/03_train.ipynb #c0e79b40
 @patch
-def _stage2_lr(self:Learner, base_lr:float, body_div:float, views:int, clean:bool) -> tuple: # The head's rate for stage 2, and whence
+def _stage2_lr(self:Learner, base_lr:float, body_div:float, views:int, clean:bool, cache:bool=None) -> tuple: # The head's rate for stage 2, and whence
     "A range test of what stage 2 trains, from the trained head, the body `body_div` times slower: a tenth of where it blew up, at most `base_lr`."
-    res = self.lr_find(views=views, clean=clean, body_div=body_div)
+    res = self.lr_find(views=views, clean=clean, body_div=body_div, cache=cache)
     self.stage2_lr_find = res
     lr = res.lrs[-1]/10 if res.stop != 'done' and res.lrs else res.suggestion   # never blew up: the default rule
     lr = float(self.dist.broadcast(float(lr)))   # every process swept the same; rank 0's answer counts
@@ -423,7 +423,8 @@ def fine_tune(self:Learner,
               sched='one_cycle', # Learning-rate schedule of each stage (see `fit`)
               views:int=1, # Augmented views per image in the caches of frozen stages
               clean:bool=False, # Also cache the plain centre crop of each training image
-              freeze_to:int=None, # Stage 2 trains the stages from this one on (see `stages`; on cached inputs); all if None
+              freeze_to:int=None, # Stage 2 trains the stages from this one on (see `stages`); all if None
+              cache:bool=True, # Stage 2 (with `freeze_to`) on cached outputs of the frozen stages; False: augmented photos through them
               flip:bool=False, # Mirror the cached feature maps of stage 2 at random (see `fit`)
               resume:Path=None, # Continue an interrupted run from its `last.pth`
              ) -> list: # One dict per epoch of both stages
@@ -441,7 +442,7 @@ def fine_tune(self:Learner,
     out, self.stage_lrs = [], {}
     if freeze_epochs and stage in (None, 'frozen'):
         self.freeze(bn=freeze_bn)
-        if freeze_to is not None and freeze_bn and self.cache.size_gb(freeze_to % n, views, clean) <= self.max_cache_gb:
+        if freeze_to is not None and freeze_bn and cache and self.cache.size_gb(freeze_to % n, views, clean) <= self.max_cache_gb:
             self.cache_inputs(freeze_to, views, clean)  # one pass over the images for both stages
         say(f"Stage 1: the head alone ({n_trainable(self.model):,} trainable parameters), lr {base_lr:.3g}")
         out += self.fit(freeze_epochs, base_lr, sched=sched, views=views, clean=clean, resume=resume if stage == 'frozen' else None)
@@ -452,10 +453,10 @@ def fine_tune(self:Learner,
         else: self.freeze_to(freeze_to, bn=True); what = f"the stages from {list(stages(self.model)._modules)[self.frozen_stages]} on"
         how = 'given'
         if lr2 is None and stage in ('partial', 'unfrozen'): lr2, how = base_lr, 'resumed'   # a stand-in: the run's own rates come back
-        elif lr2 is None: lr2, how = self._stage2_lr(base_lr, body_div, views, clean)
+        elif lr2 is None: lr2, how = self._stage2_lr(base_lr, body_div, views, clean, None if cache else False)
         self.stage_lrs = dict(lr2=lr2, body_lr2=lr2/body_div, lr2_by=how)
         say(f"Stage 2: {what} ({n_trainable(self.model):,} trainable parameters), lr {lr2:.3g} ({how}) for the head, {lr2/body_div:.3g} for the body")
-        out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, views=views, clean=clean, flip=flip,
+        out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, views=views, clean=clean, flip=flip, cache=None if cache else False,
                         resume=resume if stage in ('partial', 'unfrozen') else None)
     return out
 

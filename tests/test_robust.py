@@ -77,18 +77,19 @@ def test_lr_find_command_sweeps_what_train_sweeps(tmp_path):
     assert run['metrics']['label_smoothing'] == 0.1   # the CPU recipe's loss, in both
 
 @pytest.mark.outcome
-@pytest.mark.parametrize('name', ['gpu', 'long'])
-def test_whole_network_recipes_on_the_cpu(tmp_path, name):
-    "`--recipe gpu` (the classic recipe) and `--recipe long` (the CPU recipe's head, then the whole network) run on a CPU: no collapse."
+@pytest.mark.parametrize('name,args,stage2', [('gpu', [], 'unfrozen'), ('long', [], 'unfrozen'),
+                                              ('long', ['--freeze-to', '6', '--no-cache'], 'partial')])
+def test_whole_network_recipes_on_the_cpu(tmp_path, name, args, stage2):
+    "`--recipe gpu` (the classic recipe), `--recipe long` (the CPU recipe's head, then the whole network) and long less its first stages, on photos: no collapse."
     out = tmp_path/'run'
-    r = train(out, '--recipe', name, '--size', '64', '--freeze-epochs', '3', '--epochs', '2')
+    r = train(out, '--recipe', name, '--size', '64', '--freeze-epochs', '3', '--epochs', '2', *args)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out/'metrics.json').read_text())
-    assert (m['freeze_to'], m['body_div']) == (None, 10.0) and 'range test' in m['lr2_by'], m
+    assert (m['freeze_to'], m['cache'], m['body_div']) == (6 if args else None, not args, 10.0) and 'range test' in m['lr2_by'], m
     # long's stage 2 starts at the CPU head's rate (0.05, not 0.01): on these 96 photos, 3 steps an epoch, its first
     # whole-network epoch overshoots; the guard must catch it and end on weights at least as good as the head's
     assert m['status'] in (('ok',) if name == 'gpu' else ('ok', 'recovered')), (m['status'], m['guard'])
-    assert [h['stage'] for h in m['history']] == ['frozen']*3 + ['unfrozen']*2
+    assert [h['stage'] for h in m['history']] == ['frozen']*3 + [stage2]*2
     head = max(h['val_acc'] for h in m['history'] if h['stage'] == 'frozen')
     assert m['history'][-1]['val_acc'] >= head - 1/24, m['history']
 
