@@ -1,12 +1,13 @@
-"""Fault injection for the distributed tests, kept out of the library: a training callback that makes one process
-exit at once (as a crash would) or stop responding, and a runner that installs it into `flower_tl train`.
+"""Fault injection for the tests, kept out of the library: a training callback that makes one process exit at once
+(as a crash would), stop responding, or get a Ctrl-C (a real SIGINT, sent to itself), and a runner that installs it
+into `flower_tl train`.
 
-    python -m tests.fault_hooks RANK:EPOCH:ITERATION[:exit|hang] train --data ... --out ...
+    python -m tests.fault_hooks RANK:EPOCH:ITERATION[:exit|hang|sigint] train --data ... --out ...
 
 runs `flower_tl.cli.main` on the arguments after the fault, with a `Fault` callback in the learner that
 `flower_tl train` builds. Under `torchrun` (`torchrun_command(args, module='tests.fault_hooks')`) every process
 runs it; only the process of that rank fails, at that training iteration (both counted from 1)."""
-import os, sys, time
+import os, signal, sys, time
 from dataclasses import dataclass
 from functools import partial
 
@@ -15,7 +16,7 @@ from flower_tl.callbacks import Callback
 
 @dataclass
 class Fault(Callback):
-    "Process `rank` exits at once (`exit`, like a crash) or stops responding (`hang`) before training step `iteration` of `epoch`."
+    "Process `rank` exits at once (`exit`, like a crash), stops responding (`hang`) or gets a SIGINT (`sigint`, like Ctrl-C) before training step `iteration` of `epoch`."
     rank: int
     epoch: int
     iteration: int
@@ -23,15 +24,18 @@ class Fault(Callback):
 
     @classmethod
     def parse(cls, spec: str) -> 'Fault':
-        "`RANK:EPOCH:ITERATION` or `RANK:EPOCH:ITERATION:exit|hang`."
+        "`RANK:EPOCH:ITERATION` or `RANK:EPOCH:ITERATION:exit|hang|sigint`."
         parts = spec.split(':')
-        if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] not in ('exit', 'hang')):
-            raise ValueError(f"a fault is RANK:EPOCH:ITERATION[:exit|hang]; got {spec!r}")
+        if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] not in ('exit', 'hang', 'sigint')):
+            raise ValueError(f"a fault is RANK:EPOCH:ITERATION[:exit|hang|sigint]; got {spec!r}")
         return cls(*map(int, parts[:3]), *parts[3:])
 
     def before_step(self, learn, phase, iteration):
         if phase != 'train' or (learn.dist.rank, learn.epoch + 1, iteration) != (self.rank, self.epoch, self.iteration):
             return
+        if self.action == 'sigint':   # as if Ctrl-C were pressed now: no race with a signal sent from outside
+            print(f"test fault: SIGINT at epoch {self.epoch}, iteration {self.iteration}", flush=True)
+            return os.kill(os.getpid(), signal.SIGINT)
         print(f"test fault: rank {self.rank} {'exits' if self.action == 'exit' else 'hangs'} at epoch {self.epoch}, "
               f"iteration {self.iteration}", file=sys.stderr, flush=True)
         if self.action == 'exit': os._exit(1)
