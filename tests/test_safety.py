@@ -2,7 +2,7 @@
 
 Every refused run must exit with status 2, print exactly one line on stderr and no traceback, and leave every file
 and folder as it was: the whole test folder is hashed before and after (files by content, links by target)."""
-import ctypes, hashlib, json, os, shutil, subprocess, sys
+import ctypes, hashlib, json, os, shutil, signal, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,11 @@ def _without_root_powers():
 def cli(*args, cwd, unprivileged=False, timeout=300, module='flower_tl'):
     "`python -m MODULE ARGS` in `cwd`, as a separate process (with root's override of permissions dropped if asked)."
     env = dict(os.environ, MPLBACKEND='Agg', OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
-    kw = dict(cwd=cwd, env=env, text=True, preexec_fn=_without_root_powers if unprivileged and os.geteuid() == 0 else None)
+    drop = unprivileged and os.geteuid() == 0
+    def setup():   # a shell's background job (`cmd &`) ignores SIGINT and its children inherit that: Ctrl-C as a terminal sends it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if drop: _without_root_powers()
+    kw = dict(cwd=cwd, env=env, text=True, preexec_fn=setup)
     cmd = [sys.executable, '-m', module, *map(str, args)]
     return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
 
