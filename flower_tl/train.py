@@ -401,7 +401,7 @@ def lr_find(self:Learner,
 
 # %% ../nbs/03_train.ipynb #c0e79b40
 @patch
-def _stage2_lr(self:Learner, base_lr:float, body_div:float, views:int, clean:bool, cache:bool=None) -> tuple: # The head's rate for stage 2, and whence
+def _stage2_lr(self:Learner, base_lr:float, body_div:float, views:int, clean:bool, cache:bool) -> tuple: # The head's rate for stage 2, and whence
     "A range test of what stage 2 trains, from the trained head, the body `body_div` times slower: a tenth of where it blew up, at most `base_lr`."
     res = self.lr_find(views=views, clean=clean, body_div=body_div, cache=cache)
     self.stage2_lr_find = res
@@ -451,12 +451,12 @@ def fine_tune(self:Learner,
     elif epochs:
         if freeze_to is None: self.unfreeze(); what = 'everything'
         else: self.freeze_to(freeze_to, bn=True); what = f"the stages from {list(stages(self.model)._modules)[self.frozen_stages]} on"
-        how = 'given'
+        how, cache2 = 'given', None if cache else False   # None: `fit` caches the frozen stages if they fit
         if lr2 is None and stage in ('partial', 'unfrozen'): lr2, how = base_lr, 'resumed'   # a stand-in: the run's own rates come back
-        elif lr2 is None: lr2, how = self._stage2_lr(base_lr, body_div, views, clean, None if cache else False)
+        elif lr2 is None: lr2, how = self._stage2_lr(base_lr, body_div, views, clean, cache2)
         self.stage_lrs = dict(lr2=lr2, body_lr2=lr2/body_div, lr2_by=how)
         say(f"Stage 2: {what} ({n_trainable(self.model):,} trainable parameters), lr {lr2:.3g} ({how}) for the head, {lr2/body_div:.3g} for the body")
-        out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, views=views, clean=clean, flip=flip, cache=None if cache else False,
+        out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, views=views, clean=clean, flip=flip, cache=cache2,
                         resume=resume if stage in ('partial', 'unfrozen') else None)
     return out
 

@@ -1,8 +1,13 @@
-import os, sys, subprocess
+import os, signal, sys, subprocess
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+def ctrl_c_delivered():
+    "`preexec_fn` for a child that a test interrupts: SIGINT back to its default, as a terminal's Ctrl-C finds it."
+    # a shell's background job (`cmd &`) ignores SIGINT, its children inherit that, and Python then never raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 def run_cli(*args, timeout=600, env=None):
     "Run `python -m flower_tl ARGS` in a subprocess and return the CompletedProcess."

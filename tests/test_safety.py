@@ -2,15 +2,15 @@
 
 Every refused run must exit with status 2, print exactly one line on stderr and no traceback, and leave every file
 and folder as it was: the whole test folder is hashed before and after (files by content, links by target)."""
-import ctypes, hashlib, json, os, shutil, signal, subprocess, sys
+import ctypes, hashlib, json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from flower_tl.data import sample_path
+from tests.conftest import ROOT, ctrl_c_delivered
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = sample_path()
 FAST = ['--arch', 'efficientnet_lite0', '--size', '32', '--bs', '4', '--workers', '0', '--device', 'cpu']
 
@@ -25,8 +25,8 @@ def cli(*args, cwd, unprivileged=False, timeout=300, module='flower_tl'):
     "`python -m MODULE ARGS` in `cwd`, as a separate process (with root's override of permissions dropped if asked)."
     env = dict(os.environ, MPLBACKEND='Agg', OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
     drop = unprivileged and os.geteuid() == 0
-    def setup():   # a shell's background job (`cmd &`) ignores SIGINT and its children inherit that: Ctrl-C as a terminal sends it
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    def setup():
+        ctrl_c_delivered()
         if drop: _without_root_powers()
     kw = dict(cwd=cwd, env=env, text=True, preexec_fn=setup)
     cmd = [sys.executable, '-m', module, *map(str, args)]

@@ -11,7 +11,7 @@ from flower_tl.data import FlowerData, UserError, IMAGENET_STATS, LITE_STATS
 from flower_tl.train import (Learner, LossNotFinite, create_model, read_checkpoint, load_checkpoint, save_checkpoint,
                              model_from_checkpoint, get_head, n_trainable, sgd_lookahead)
 from flower_tl.cache import FeatureCache
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ctrl_c_delivered
 
 torch.set_num_threads(1)  # a small shared CPU: more threads only fight each other
 
@@ -199,7 +199,8 @@ def test_real_sigint_leaves_loadable_checkpoints_and_resumes(tmp_path):
     "Ctrl-C for real: SIGINT to a training process as soon as it has written a checkpoint."
     epochs, run = 3, tmp_path/'run'
     code = SCRIPT.format(root=str(ROOT), path=str(run), epochs=epochs)
-    p = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=ctrl_c_delivered)
     deadline = time.time() + 300
     while not (run/'last.pth').exists() and p.poll() is None and time.time() < deadline: time.sleep(0.05)
     p.send_signal(signal.SIGINT)
