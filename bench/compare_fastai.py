@@ -4,9 +4,10 @@ Both get the same backbone and weights (EfficientNet-Lite0, ImageNet, from `effi
 built by `flower_tl.train.create_model`), the same training and validation images, the same image size, the same
 batch size and the same epoch counts (frozen, then fine-tuning). Each library uses its own defaults otherwise:
 fastai trains with Adam and its one-cycle policy at its default `base_lr=2e-3` (or `--fastai-lr`), unfreezing
-the whole network in its second stage; flower_tl uses the recipe `flower_tl train` uses on a CPU
-(`flower_tl.fine_tune.recipe('cpu', arch)`: SGD+Lookahead, the frozen stages cached once, the head and then the last
-block trained on the cache, label smoothing 0.1, its learning rates; `--lr` overrides the stage-1 rate).
+the whole network in its second stage; flower_tl uses the quick recipe, the CPU default when
+the table in `bench/README.md` was measured (`flower_tl.fine_tune.recipe('cpu', arch, 'quick')`: SGD+Lookahead, the
+frozen stages cached once, the head and then the last block trained on the cache, label smoothing 0.1, its learning
+rates; `--recipe cpu` runs today's CPU default instead; `--lr` overrides the stage-1 rate).
 
 fastai needs fastcore 2, which nbdev 2.4.14 cannot import, so fastai lives in a venv of its own (a bench-only
 dependency, never a runtime one):
@@ -61,7 +62,7 @@ def run_flower_tl(path, args) -> dict:
     from flower_tl.data import FlowerData
     from flower_tl.train import Learner, create_model, arch_info
     from flower_tl.fine_tune import fine_tune_recipe, recipe, with_lr
-    info, r = arch_info(args.arch), recipe('cpu', args.arch)
+    info, r = arch_info(args.arch), recipe('cpu', args.arch, args.recipe)
     t0 = time.perf_counter()
     data = FlowerData.from_folder(path, size=args.size, mean=info['mean'], std=info['std'], bs=args.bs,
                                   num_workers=args.workers, seed=args.seed)
@@ -105,7 +106,8 @@ def main(argv=None):
     p.add_argument('--bs', type=int, default=64)
     p.add_argument('--freeze-epochs', type=int, default=3)
     p.add_argument('--epochs', type=int, default=1)
-    p.add_argument('--lr', type=float, default=None, help="flower_tl stage-1 rate (default: its CPU recipe's)")
+    p.add_argument('--recipe', default='quick', help="flower_tl's recipe (flower_tl.fine_tune.RECIPES; default: %(default)s)")
+    p.add_argument('--lr', type=float, default=None, help="flower_tl stage-1 rate (default: its recipe's)")
     p.add_argument('--fastai-lr', type=float, default=2e-3, help="fastai base_lr (its default: %(default)s)")
     p.add_argument('--label-smoothing', type=float, default=0.0, help="fastai's label smoothing (flower_tl: its recipe's)")
     p.add_argument('--seed', type=int, default=0)

@@ -1,13 +1,13 @@
 """Stage 2 against the head, at every budget (issue 16, item 2): does fine-tuning keep what the head reached?
 
-For each recipe (`flower_tl.fine_tune.recipe`: the CPU one, and the GPU one run on this CPU) and each epoch budget
+For each recipe (`flower_tl.fine_tune.recipe`: the quick one, the CPU default when the table in `bench/README.md` was measured, and the GPU one run on this CPU; `--recipes cpu` runs today's CPU default) and each epoch budget
 (stage 1 + stage 2), train on 10 photos per class of Oxford 102 (the subset `compare_fastai.py` uses, seed 0) and
 record the validation accuracy after each epoch, the stage-2 rate the range test picked and what the divergence
 guard did. Stage 2 passes when its last epoch ends at most half a point below the best epoch of stage 1 (4 of the 818
 validation photos); the lowest epoch of stage 2 is recorded too.
 
     python bench/stage2_budgets.py --json bench/results/stage2_budgets.json
-    python bench/stage2_budgets.py --recipes cpu --budgets 1+1,2+2 --size 96
+    python bench/stage2_budgets.py --recipes quick --budgets 1+1,2+2 --size 96
 """
 import argparse, json, os, tempfile, time, warnings
 from pathlib import Path
@@ -52,7 +52,7 @@ def main(argv=None):
     p.add_argument('--per-class', type=int, default=10)
     p.add_argument('--arch', default='efficientnet_lite0')
     p.add_argument('--size', type=int, default=96)
-    p.add_argument('--recipes', default='cpu,gpu')
+    p.add_argument('--recipes', default='quick,gpu')
     p.add_argument('--budgets', default='1+1,2+2,5+5')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=2)

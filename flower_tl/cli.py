@@ -18,7 +18,7 @@ from .data import FlowerData, sample_path
 from .distributed import Dist, DistributedError, dist_env
 from .models import ARCHS, RESNETS, arch_info, create_model, read_checkpoint, resnet_cache_file, stages
 from .train import Learner
-from .fine_tune import (CPU_RECIPE, DEFAULT_LR, GPU_RECIPE, RECIPES, fine_tune_recipe, parse_duration, plan_epochs,
+from .fine_tune import (DEFAULT_LR, RECIPES, fine_tune_recipe, parse_duration, plan_epochs,
                                  plan_text, probe, range_test, recipe as recipe_for, with_lr)
 from .predict import Predictor, csv_accuracy
 
@@ -224,7 +224,7 @@ def _fit(learn, r, resume, out):
                                 f"{option('resume', out/'last.pth')}") from None
 
 # %% ../nbs/05_cli.ipynb #d0809840
-_STAGE_WORDS = dict(frozen='stage 1, the head alone', partial='stage 2, the top of the body', unfrozen='stage 2, everything')
+_STAGE_WORDS = dict(frozen='stage 1, the head alone', partial='stage 2, the body after its frozen stages', unfrozen='stage 2, everything')
 
 def closing_line(learn, # The learner of the run, after training
                  out:Path, # The folder the run wrote into
@@ -268,7 +268,7 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
               progress:bool=None, # Progress bars: None for bars in a notebook or on a terminal, never into a log
               resume=None, # The `last.pth` of an interrupted run to continue, with its settings; it goes on in its folder
               cbs:list=None, # More callbacks for the learner (see `flower_tl.callbacks.Callback`)
-              recipe:str=None, # 'cpu', 'gpu' or 'long': whose settings (`flower_tl.fine_tune.RECIPES`); None: the one for the device
+              recipe:str=None, # 'cpu', 'quick', 'gpu' or 'long': whose settings (`flower_tl.fine_tune.RECIPES`); None: the one for the device and `arch`
               time_budget=None, # A time budget for training ('30m', '1h30m', or minutes): plan the epochs to fit it (see `plan_epochs`)
               **kwargs, # Other settings of the `recipe`: `lr2`, `body_div`, `freeze_to` (0: everything), `views`, `clean`, `flip`, `cache`, `label_smoothing`
              ) -> dict: # `out`, `checkpoint` (best.pth), `metrics` (as in metrics.json) and the `learner`
@@ -334,7 +334,7 @@ def lr_find_job(data, # Folder with `train/<category>/`, `valid/<category>/` and
                 device=None, # 'cpu', 'cuda', ...; the best available if None
                 download:bool=True, # Download missing ResNet ImageNet weights
                 progress:bool=None, # Progress bars: None for bars in a notebook or on a terminal, never into a log
-                recipe:str=None, # 'cpu', 'gpu' or 'long': whose stage 1 to test (`flower_tl.fine_tune.RECIPES`); None: the one for the device
+                recipe:str=None, # 'cpu', 'quick', 'gpu' or 'long': whose stage 1 to test (`flower_tl.fine_tune.RECIPES`); None: the one for the device and `arch`
                ): # What the range test measured, with `.suggestion`
     "`flower_tl lr-find`: the range test of `train --lr-find` (the recipe's stage 1); save the plot and print the suggestion."
     arch_info(arch); _need_dir(data, 'data folder'); check_count(argname('seed'), seed)
@@ -492,10 +492,13 @@ def _parents() -> dict:
                        help="pretrained weights (a state_dict file) instead of the default ImageNet ones")
     model.add_argument('--offline', action='store_true', help="never download weights (fail if they are not cached)")
     model.add_argument('--size', type=int, default=None, metavar='PX', help=f"image size, at least {MIN_SIZE} (default: the arch's, 224)")
-    model.add_argument('--bs', type=int, default=None, help="batch size (default: 64 on a CPU, 32 on a GPU)")
+    model.add_argument('--bs', type=int, default=None, help="batch size (default: the recipe's: " + ', '.join(f"{n} {r['bs']}" for n, r in RECIPES.items()) + ")")
     model.add_argument('--seed', type=int, default=0, help="random seed (default: 0)")
     model.add_argument('--recipe', choices=list(RECIPES), default=None,
-                       help="whose settings: the cached CPU recipe, the classic GPU one, or the long one (the CPU recipe's head, then the whole network; about 75 minutes on 2 cores) (default: the one for the device)")
+                       help="whose settings: cpu (stage 2 trains the late stages on augmented photos; about 30 minutes on 2 cores), quick "
+                       "(the last block on cached inputs; minutes), gpu (the classic recipe: the whole network), or long (cpu's "
+                       "head, then the whole network; about 75 minutes on 2 cores) (default: gpu on a GPU; on a CPU cpu for "
+                       "efficientnet_lite0, and quick for the ResNets, whose forward pass costs 4 to 20 times more)")
     scoring.add_argument('--checkpoint', type=Path, required=True, metavar='FILE', help="a checkpoint from flower_tl train")
     scoring.add_argument('--tta', action=argparse.BooleanOptionalAction, default=True,
                          help="average each image's prediction with its mirror image's, flip test-time augmentation "
@@ -506,11 +509,11 @@ def _parents() -> dict:
 
 # %% ../nbs/05_cli.ipynb #86ed36b4
 def _train_parser(sub, pp:dict):
-    "The `train` subcommand: the model's options, and the recipe's, whose defaults depend on the device."
+    "The `train` subcommand: the model's options, and the recipe's, whose defaults are the chosen recipe's."
     t = sub.add_parser('train', parents=[pp['common'], pp['model'], pp['out']], help="fine-tune a pretrained CNN on a folder of flowers",
-                       description="Train the new head with the body frozen, then fine-tune everything; write the best "
+                       description="Train the new head with the body frozen, then fine-tune the body, or its later stages; write the best "
                        "checkpoint, the curves and the metrics into --out.")
-    both = lambda k: f"(default: {CPU_RECIPE[k]} on a CPU, {GPU_RECIPE[k]} on a GPU)"
+    both = lambda k: "(default: the recipe's: " + ', '.join(f"{n} {r[k]}" for n, r in RECIPES.items()) + ")"
     t.add_argument('--epochs', type=int, default=None, metavar='N', help=f"fine-tuning epochs (stage 2) {both('epochs')}")
     t.add_argument('--freeze-epochs', type=int, default=None, metavar='M',
                    help=f"epochs of the head alone first (stage 1) {both('freeze_epochs')}")
@@ -523,21 +526,22 @@ def _train_parser(sub, pp:dict):
     t.add_argument('--resume', type=Path, default=None, metavar='FILE',
                    help="continue an interrupted run from its last.pth, with the same other arguments (in its folder, unless --out "
                    "names a new or empty one)")
-    r = t.add_argument_group('recipe', "what stage 2 trains and how; the defaults depend on the device (see flower_tl.fine_tune.recipe)")
+    r = t.add_argument_group('recipe', "what stage 2 trains and how; the defaults are the recipe's (see --recipe and flower_tl.fine_tune.recipe)")
     r.add_argument('--lr2', type=float, default=None, help="learning rate of the head in stage 2 (default: measured, a tenth "
                    "of the rate at which a range test of stage 2 blew up, at most the stage-1 rate)")
     r.add_argument('--body-div', type=float, default=None, metavar='D', help=f"the body learns D times slower in stage 2 {both('body_div')}")
     r.add_argument('--freeze-to', type=int, default=None, metavar='S',
-                   help="stage 2 trains the stages from S on (flower_tl.models.stages; 0: everything) (default: on a CPU the "
-                   "last block and what follows: -4 for efficientnet_lite0, -3 for ResNets; on a GPU everything)")
+                   help="stage 2 trains the stages from S on (flower_tl.models.stages; 0: everything) (default: the recipe's: cpu "
+                   "the stages after those at 1/8 of the image's size or more, 6 for efficientnet_lite0 and 8 for resnet50; "
+                   "quick the last block and what follows, -4 for efficientnet_lite0 and -3 for the ResNets; gpu and long everything)")
     r.add_argument('--views', type=int, default=None, help=f"augmented views per image in the caches {both('views')}")
     r.add_argument('--clean', action=argparse.BooleanOptionalAction, default=None,
-                   help="also cache the plain centre crops (default: on a CPU, not on a GPU)")
+                   help="also cache the plain centre crops (default: on, except for --recipe gpu)")
     r.add_argument('--flip', action=argparse.BooleanOptionalAction, default=None,
-                   help="mirror cached feature maps at random (default: on a CPU, not on a GPU)")
+                   help="mirror cached feature maps at random (default: on for --recipe quick only)")
     r.add_argument('--cache', action=argparse.BooleanOptionalAction, default=None,
                    help="with --freeze-to, train stage 2 on cached outputs of the frozen stages; --no-cache: on augmented "
-                   "photos through them, slower an epoch (default: --cache)")
+                   "photos through them, slower an epoch (default: --no-cache for --recipe cpu, --cache for quick)")
     r.add_argument('--label-smoothing', type=float, default=None, metavar='E', help=f"label smoothing {both('label_smoothing')}")
 
 # %% ../nbs/05_cli.ipynb #e4fbd64f
