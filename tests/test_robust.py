@@ -77,15 +77,16 @@ def test_lr_find_command_sweeps_what_train_sweeps(tmp_path):
     assert run['metrics']['label_smoothing'] == 0.1   # the CPU recipe's loss, in both
 
 @pytest.mark.outcome
-@pytest.mark.parametrize('name,freeze_to,cache,stage2', [('cpu', 6, False, 'partial'), ('quick', -4, True, 'partial'),
-                                                         ('gpu', None, True, 'unfrozen'), ('long', None, False, 'unfrozen')])
-def test_every_recipe_on_the_cpu(tmp_path, name, freeze_to, cache, stage2):
+@pytest.mark.parametrize('name,freeze_to,cache,body_div,stage2', [
+    ('cpu', 6, False, 10.0, 'partial'), ('quick', -4, True, 2.0, 'partial'),
+    ('gpu', None, True, 10.0, 'unfrozen'), ('long', None, False, 10.0, 'unfrozen')])
+def test_every_recipe_on_the_cpu(tmp_path, name, freeze_to, cache, body_div, stage2):
     "Every recipe on this CPU, shortened: the CPU recipe (the late stages on photos), quick (the last block on its cache), gpu (the classic recipe) and long (the whole network after cpu's head): no collapse."
     out = tmp_path/'run'
     r = train(out, '--recipe', name, '--size', '64', '--freeze-epochs', '3', '--epochs', '2')
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out/'metrics.json').read_text())
-    assert (m['freeze_to'], m['cache']) == (freeze_to, cache) and 'range test' in m['lr2_by'], m
+    assert (m['freeze_to'], m['cache'], m['body_div']) == (freeze_to, cache, body_div) and 'range test' in m['lr2_by'], m
     # the CPU recipes' stage 2 starts at most at their head's rate (0.05, not gpu's 0.01): on these 96 photos, 3 steps
     # an epoch, a first epoch of much of the network can overshoot; the guard must catch it and end on weights at
     # least as good as the head's
