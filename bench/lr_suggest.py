@@ -38,7 +38,7 @@ Results go to `--out` (JSON) after every training run, so an interrupted run res
 features and the split folders go to `--work`. Run it under `nice -n 19` on a shared machine; it uses `--threads` (2)
 torch threads and no loader workers.
 """
-import argparse, json, math, random, time, warnings
+import argparse, itertools, json, math, random, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -581,13 +581,17 @@ def beyond_turn(res, names, rules) -> str:
     return "\n".join(L)
 
 
+def grid_acc(r, lr:float) -> float:
+    "The grid's mean accuracy in scenario record `r`, interpolated in log rate at `lr` (flat beyond the grid's ends)."
+    keys = sorted(r['grid'], key=float)
+    return float(np.interp(math.log10(lr), np.log10([float(k) for k in keys]), [mean_acc(r, k, r['n_seeds']) for k in keys]))
+
 def offline_ratios(res, names, f) -> list:
     "Per scenario: candidate `f`'s suggestion per seed, scored by the grid's mean accuracy interpolated in log rate."
     out = []
     for n in names:
         r = res[n]
-        xs = np.log10([float(k) for k in r['grid']]); ys = [mean_acc(r, k, r['n_seeds']) for k in r['grid']]
-        accs = [np.interp(math.log10(f(d['lr_find']['lrs'], d['lr_find']['losses'])), xs, ys)
+        accs = [grid_acc(r, f(d['lr_find']['lrs'], d['lr_find']['losses']))
                 for d in (r['seeds'][str(s)] for s in range(r['n_seeds']))]
         out.append(float(np.mean(accs))/r['grid_best'])
     return out
@@ -610,6 +614,27 @@ def explore_table(res, names, cands:dict) -> str:
             held.append((n, pick, rows[pick][i]))
         L.append(f"\nLeave one scenario out, family '{fam}...': " + "; ".join(f"{n}: {c} -> {x:.3f}" for n, c, x in held)
                  + f". Worst held-out {min(x for *_, x in held):.3f}, mean {np.mean([x for *_, x in held]):.3f}.")
+    return "\n".join(L)
+
+
+def averaged_table(res, names, fracs=(0.7, 0.75, 0.8, 0.85, 0.9)) -> str:
+    """Would averaging several range tests help? `fall` on the mean of k seeds' smoothed curves (every combination of k
+    of a scenario's seeds, a stand-in for k sweeps of one run), scored offline as in `explore_table`. Scenarios with
+    one seed are left out."""
+    names = [n for n in _ready(res, names) if res[n]['n_seeds'] > 1]
+    L = ["| fall | curves averaged | " + " | ".join(names) + " | worst | mean |", "|---|---|" + "---|"*(len(names) + 2)]
+    for frac in fracs:
+        for k in (1, 2, 3):
+            row = []
+            for n in names:
+                r, accs = res[n], []
+                for combo in itertools.combinations(range(r['n_seeds']), k):
+                    curves = [r['seeds'][str(s)]['lr_find'] for s in combo]
+                    m = min(len(c['losses']) for c in curves)
+                    lrs, losses = curves[0]['lrs'][:m], np.mean([c['losses'][:m] for c in curves], axis=0)
+                    accs.append(grid_acc(r, fall_rate(*_ftl_cut(lrs, losses), frac)))
+                row.append(float(np.mean(accs))/r['grid_best'])
+            L.append(f"| {frac} | {k} | " + " | ".join(f"{x:.3f}" for x in row) + f" | **{min(row):.3f}** | {np.mean(row):.3f} |")
     return "\n".join(L)
 
 
@@ -652,6 +677,7 @@ def main(argv=None):
     if args.explore:
         print("Offline screening (grid accuracy interpolated at each seed's suggestion, not trained):\n")
         print(explore_table(res, names, {**{k: v[0] for k, v in RULES.items()}, **OFFLINE})); print()
+        print("The same for `fall` on the mean curve of several range tests:\n"); print(averaged_table(res, names)); print()
     done = _ready(res, names)
     print(f"CPU time: {sum(res[n].get('cpu_seconds', 0) for n in done)/60:.1f} min, wall "
           f"{sum(res[n].get('wall_seconds', 0) for n in done)/60:.1f} min over {len(done)} scenarios")

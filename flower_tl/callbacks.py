@@ -232,7 +232,7 @@ def after_epoch(self:DivergenceGuard, learn, record, best):
 # %% ../nbs/02d_callbacks.ipynb #b925612e
 _CURVES = {'train_loss': ('Loss', 'Train'), 'train_acc': ('Accuracy', 'Train'),
            'valid_loss': ('Loss', 'Valid'), 'valid_acc': ('Accuracy', 'Valid')}
-_STAGES = {'frozen': 'head only, body frozen', 'partial': 'top of the body unfrozen', 'unfrozen': 'whole network unfrozen'}
+_STAGES = {'frozen': 'head only, body frozen', 'partial': 'body partly unfrozen', 'unfrozen': 'whole network unfrozen'}
 
 def _mark_stages(ax, history, shift:float=0):
     "Dotted lines where a new stage starts (`shift` after its last epoch's x), labelled with what trains from there."

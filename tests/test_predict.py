@@ -74,3 +74,20 @@ def test_error_while_writing_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         with atomic_open(tmp_path/'new.csv') as f: f.write('partial'); raise RuntimeError('boom')
     assert list(tmp_path.iterdir()) == []
+
+def test_tta_bench_scores_what_evaluate_scores():
+    "`bench/test_tta.py`'s centre view is `evaluate`'s photo and its mirror `evaluate`'s flip TTA: same photos, same order."
+    import importlib
+    from tests.conftest import ROOT
+    sys.path.insert(0, str(ROOT/'bench'))
+    try: test_tta = importlib.import_module('test_tta')
+    finally: sys.path.remove(str(ROOT/'bench'))
+    p = tiny_predictor()
+    probs, targets = test_tta.view_probs(p, SAMPLE/'valid', bs=8)
+    assert set(probs) == {v for vs in test_tta.SETS.values() for v in vs}
+    plain, flip = (p.evaluate(SAMPLE/'valid', tta=t, progress=False) for t in (False, True))
+    assert torch.equal(targets, plain.targets)
+    assert torch.allclose(probs['centre'], plain.preds.probs, atol=1e-6)
+    assert torch.allclose((probs['centre'] + probs['centre~'])/2, flip.preds.probs, atol=1e-6)
+    scores = test_tta.score(probs, targets)
+    assert scores['centre'] == round(100*plain.accuracy, 2) and scores['centre+flip'] == round(100*flip.accuracy, 2)
