@@ -74,6 +74,7 @@ SCENARIOS = {
 EXTRA = {  # defined and runnable with --scenarios, left out of the default run for its CPU time (about 15 min here)
     'p10-whole-96-b64-ft':  dict(data='p10', stage='whole', size=96,  bs=64, epochs=2, ls=0.1, seeds=1,
                                  after='p10-head-96-b16', body_div=10),
+    'full-head-224-b32-e20': dict(data='full', stage='head', size=224, bs=32, epochs=20, ls=0.1),  # the CPU recipe's stage 1
 }
 ALL = {**SCENARIOS, **EXTRA}
 GRID = [10**(e/2) for e in range(-8, 1)]  # 1e-4 .. 1 in half-decades

@@ -430,6 +430,7 @@ def _check_same_classes(train:set, valid:set, where:str):
         raise UserError(f"train and valid in {where} have different categories: {'; '.join(parts)}. "
                         f"Every category needs images in both: add the missing ones or remove the extra ones")
 
+# %% ../nbs/00_data.ipynb #dc8cc16f
 def _read_names(names, default:Path, classes:list) -> list:
     "Flower name of each category in `classes`, from `names` (a JSON file, a dict, False or None)."
     if names is False: return list(classes)
@@ -455,6 +456,7 @@ def _read_names(names, default:Path, classes:list) -> list:
     if notext: raise UserError(f"{src}: the names of categories {_few(notext)} are not text")
     return [mapping[c] for c in classes]
 
+# %% ../nbs/00_data.ipynb #3814e1a5
 def _folder_split(files:dict, classes:list, folder:Path) -> ImageList:
     idx = {c: i for i, c in enumerate(classes)}
     pairs = [(f, idx[c]) for c in classes for f in files[c]]
