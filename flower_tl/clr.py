@@ -292,6 +292,44 @@ def _model_device(model) -> torch.device:
     if t is None: t = next(model.buffers(), None)
     return torch.device('cpu') if t is None else t.device
 
+# %% ../nbs/02_clr.ipynb #a700df99
+def _check_lr_find(beta, diverge, suggest):
+    "Refuse `lr_find` settings that cannot work, before any batch, with what to give instead."
+    if not _is_real(beta) or not 0 <= beta < 1:
+        raise UserError(f"lr_find: beta={beta!r} must be a number in [0, 1) (0.98 is usual)")
+    if not _is_real(diverge) or not diverge > 1:
+        raise UserError(f"lr_find: diverge={diverge!r} must be a number above 1 (4 is usual)")
+    if not callable(suggest) and suggest not in SUGGESTERS:
+        raise UserError(f"lr_find: suggest={suggest!r} is neither one of {', '.join(map(repr, SUGGESTERS))} "
+                        "nor a function f(lrs, losses) -> lr")
+
+def _batch_loss(model, loss_func, b, device) -> torch.Tensor:
+    "The loss of one `(x, y, ...)` batch `b`, checked to be a tensor holding one number."
+    if not isinstance(b, (list, tuple)) or len(b) < 2:
+        raise UserError(f"lr_find: the batches of dl must be (x, y, ...) tuples; got a {type(b).__name__}")
+    loss = loss_func(model(_to(b[0], device)), _to(b[1], device))
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise UserError(f"lr_find: loss_func must return a tensor holding one number (reduction='mean'); "
+                        f"got {tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__}")
+    return loss
+
+def _sweep_result(clr, raw:list, stop:str, num_it:int, start_lr:float, end_lr:float, suggest) -> LRFinderResult:
+    "The sweep's curves and every rule's suggestion; a warning if it blew up early or never saw the loss turn."
+    lrs, sm = clr.lrs, clr.losses
+    k = min(num_it//10, max(len(lrs) - 3, 0))  # the first tenth averages too few batches to trust
+    suggestions = {name: f(lrs[k:], sm[k:]) for name, f in SUGGESTERS.items()}
+    rule = suggest if isinstance(suggest, str) else getattr(suggest, '__name__', 'custom')
+    if callable(suggest): suggestions[rule] = float(suggest(lrs[k:], sm[k:]))
+    if len(lrs) < max(num_it//4, 3):
+        warnings.warn(f"lr_find: the loss blew up ({stop}) after {len(lrs)} of {num_it} iterations, at a rate of "
+                      f"{lrs[-1] if lrs else start_lr:.1e}; the suggestions are unreliable. Lower start_lr, "
+                      "or check the model and the loss.")
+    res = LRFinderResult(list(lrs), raw, list(sm), suggestions, rule, clr.ratios, stop)
+    if len(lrs) >= max(num_it//4, 3) and not res.turned:
+        warnings.warn(f"lr_find: the loss was still falling at end_lr={end_lr:g}: the sweep never saw where it turns up, "
+                      f"so the suggestion ({res.suggestion:.2g}, {rule}) comes from the part it saw. Raise end_lr to see more")
+    return res
+
 # %% ../nbs/02_clr.ipynb #ccf7bf97
 def lr_find(model:nn.Module, # The network; trained during the sweep, then put back exactly as it was
             dl, # Loader of `(x, y, ...)` batches; cycled when `num_it` is more than one pass
@@ -308,13 +346,7 @@ def lr_find(model:nn.Module, # The network; trained during the sweep, then put b
            ) -> LRFinderResult:
     "Smith's learning-rate range test; afterwards the model, optimizer, loader and RNGs are exactly as before."
     num_it = _check_sweep(start_lr, end_lr, num_it, 'start_lr', 'end_lr', 'num_it', 'lr_find')
-    if not _is_real(beta) or not 0 <= beta < 1:
-        raise UserError(f"lr_find: beta={beta!r} must be a number in [0, 1) (0.98 is usual)")
-    if not _is_real(diverge) or not diverge > 1:
-        raise UserError(f"lr_find: diverge={diverge!r} must be a number above 1 (4 is usual)")
-    if not callable(suggest) and suggest not in SUGGESTERS:
-        raise UserError(f"lr_find: suggest={suggest!r} is neither one of {', '.join(map(repr, SUGGESTERS))} "
-                        "nor a function f(lrs, losses) -> lr")
+    _check_lr_find(beta, diverge, suggest)
     try: n_batches = len(dl)
     except TypeError: n_batches = None  # an iterable-style dataset: found out below
     if n_batches == 0: raise UserError("lr_find: dl has no batches; give it a loader over a non-empty dataset")
@@ -328,13 +360,7 @@ def lr_find(model:nn.Module, # The network; trained during the sweep, then put b
         if not model.training: model.train()
         with torch.enable_grad(), progress(total=num_it, show=show_progress) as bar:
             for i in range(num_it):
-                b = next(batches)
-                if not isinstance(b, (list, tuple)) or len(b) < 2:
-                    raise UserError(f"lr_find: the batches of dl must be (x, y, ...) tuples; got a {type(b).__name__}")
-                loss = loss_func(model(_to(b[0], device)), _to(b[1], device))
-                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                    raise UserError(f"lr_find: loss_func must return a tensor holding one number (reduction='mean'); "
-                                    f"got {tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__}")
+                loss = _batch_loss(model, loss_func, next(batches), device)
                 l = loss.item()
                 avg = beta*avg + (1 - beta)*l
                 smooth = avg/(1 - beta**(i + 1))
@@ -351,17 +377,4 @@ def lr_find(model:nn.Module, # The network; trained during the sweep, then put b
     finally:
         batches.close()
         _restore(snap, optimizer, dl)
-    lrs, sm = clr.lrs, clr.losses
-    k = min(num_it//10, max(len(lrs) - 3, 0))  # the first tenth averages too few batches to trust
-    suggestions = {name: f(lrs[k:], sm[k:]) for name, f in SUGGESTERS.items()}
-    rule = suggest if isinstance(suggest, str) else getattr(suggest, '__name__', 'custom')
-    if callable(suggest): suggestions[rule] = float(suggest(lrs[k:], sm[k:]))
-    if len(lrs) < max(num_it//4, 3):
-        warnings.warn(f"lr_find: the loss blew up ({stop}) after {len(lrs)} of {num_it} iterations, at a rate of "
-                      f"{lrs[-1] if lrs else start_lr:.1e}; the suggestions are unreliable. Lower start_lr, "
-                      "or check the model and the loss.")
-    res = LRFinderResult(list(lrs), raw, list(sm), suggestions, rule, clr.ratios, stop)
-    if len(lrs) >= max(num_it//4, 3) and not res.turned:
-        warnings.warn(f"lr_find: the loss was still falling at end_lr={end_lr:g}: the sweep never saw where it turns up, "
-                      f"so the suggestion ({res.suggestion:.2g}, {rule}) comes from the part it saw. Raise end_lr to see more")
-    return res
+    return _sweep_result(clr, raw, stop, num_it, start_lr, end_lr, suggest)
