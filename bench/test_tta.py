@@ -3,9 +3,10 @@
 `flower_tl evaluate` averages each photo's centre crop with its mirror image (flip TTA). This scores other sets of
 views of each photo with the same model, to see whether more of them pay:
 
-- `centre`: the short side resized to size*256/224, the centre cropped (`flower_tl.data.eval_transform`);
+- `centre`: what `evaluate` sees, the predictor's own `eval_transform` (the short side resized to size*256/224, the
+  centre cropped);
 - `full`: the short side resized to `size`, the centre cropped (the whole short side, no zoom);
-- `corners`: the four corner crops of `centre`'s resized image (with `centre`, torchvision's five-crop);
+- `corners`: the four corner crops of the image `centre` crops from (with `centre`, torchvision's five-crop);
 - each of them also mirrored (`+flip`).
 
 A set's prediction is the mean of its views' softmax outputs. Every view is computed once per photo, so all the
@@ -13,13 +14,13 @@ sets cost one pass per view:
 
     python bench/test_tta.py --checkpoint runs/q/best.pth --folder HOLDOUT/valid --json out.json
 """
-import argparse, json, time
+import argparse, json, sys, time
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torchvision.transforms import v2
 
+from flower_tl.data import _normalise, load_rgb
 from flower_tl.predict import Predictor
 
 SETS = {  # name -> the views it averages
@@ -32,22 +33,28 @@ SETS = {  # name -> the views it averages
     'five-crop+full+flips': ['centre', 'tl', 'tr', 'bl', 'br', 'centre~', 'tl~', 'tr~', 'bl~', 'br~', 'full', 'full~'],
 }
 
-def views(img:Image.Image, size:int, norm) -> dict:
-    "Every base view of one photo as a normalised `(3, size, size)` tensor, keyed by name."
-    x = v2.PILToTensor()(img.convert('RGB'))
-    big = v2.Resize(round(size*256/224), antialias=True)(x)
-    tl, tr, bl, br, centre = v2.FiveCrop(size)(big)
+def views(p:Predictor, path:Path, norm) -> dict:
+    "Every base view of one photo, read as `evaluate` reads it, as a normalised `(3, size, size)` tensor, keyed by name."
+    img = load_rgb(path)
+    x, size = v2.PILToTensor()(img), p.size
+    tl, tr, bl, br, _ = v2.FiveCrop(size)(v2.Resize(round(size*256/224), antialias=True)(x))
     full = v2.CenterCrop(size)(v2.Resize(size, antialias=True)(x))
-    return {k: norm(t) for k, t in dict(centre=centre, full=full, tl=tl, tr=tr, bl=bl, br=br).items()}
+    return dict(centre=p.transform(img), **{k: norm(t) for k, t in dict(full=full, tl=tl, tr=tr, bl=bl, br=br).items()})
 
 @torch.no_grad()
 def view_probs(p:Predictor, folder:Path, bs:int=32) -> tuple:
     "`(probs, targets)`: softmax outputs per view name (mirrored views end in '~'), and each photo's class index."
-    norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(p.mean, p.std)])
-    files = [(f, p.classes.index(d.name)) for d in sorted(folder.iterdir()) if d.is_dir() for f in sorted(d.iterdir())]
+    norm = v2.Compose(_normalise(p.mean, p.std))   # the library's normalisation, as in eval_transform
+    dirs = [d for d in sorted(folder.iterdir()) if d.is_dir()]
+    unknown = [d.name for d in dirs if d.name not in p.classes]
+    if unknown:
+        print(f"{folder}: class folders the model does not know: {', '.join(unknown[:10])}; "
+              "give a labelled folder of the checkpoint's classes", file=sys.stderr)
+        raise SystemExit(2)
+    files = [(f, p.classes.index(d.name)) for d in dirs for f in sorted(d.iterdir())]
     out, targets = {}, torch.tensor([t for _, t in files])
     for i in range(0, len(files), bs):
-        batch = [views(Image.open(f), p.size, norm) for f, _ in files[i:i + bs]]
+        batch = [views(p, f, norm) for f, _ in files[i:i + bs]]
         for k in batch[0]:
             x = torch.stack([b[k] for b in batch])
             for name, xx in ((k, x), (k + '~', x.flip(3))):
