@@ -18,7 +18,7 @@ from .data import FlowerData, sample_path
 from .distributed import Dist, DistributedError, dist_env
 from .models import ARCHS, RESNETS, arch_info, create_model, read_checkpoint, resnet_cache_file, stages
 from .train import Learner
-from .fine_tune import (DEFAULT_LR, RECIPES, fine_tune_recipe, parse_duration, plan_epochs,
+from .fine_tune import (DEFAULT_LR, LR2_CAP_STEPS, RECIPES, fine_tune_recipe, parse_duration, plan_epochs,
                                  plan_text, probe, range_test, recipe as recipe_for, with_lr)
 from .predict import Predictor, csv_accuracy
 
@@ -159,7 +159,7 @@ def _settings(device, arch, lr, given:dict, name:str=None) -> dict:
     if lr is not None: r = with_lr(r, check_positive(argname('lr'), lr, " (a rate of 0 trains nothing)"), 'lr2' in given)
     r.update(given)
     if r['lr2'] is not None: check_positive(argname('lr2'), r['lr2'])
-    check_positive(argname('body_div'), r['body_div'])
+    check_positive(argname('body_div'), r['body_div']); check_positive(argname('lr2_cap'), r['lr2_cap'])
     _check_epochs(r['freeze_epochs'], r['epochs'])
     check_count(argname('bs'), r['bs'], 2); check_count(argname('views'), r['views'])
     if r['views'] == 0 and not r['clean']:
@@ -270,7 +270,7 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
               cbs:list=None, # More callbacks for the learner (see `flower_tl.callbacks.Callback`)
               recipe:str=None, # 'cpu', 'quick', 'gpu' or 'long': whose settings (`flower_tl.fine_tune.RECIPES`); None: the one for the device and `arch`
               time_budget=None, # A time budget for training ('30m', '1h30m', or minutes): plan the epochs to fit it (see `plan_epochs`)
-              **kwargs, # Other settings of the `recipe`: `lr2`, `body_div`, `freeze_to` (0: everything), `views`, `clean`, `flip`, `cache`, `label_smoothing`
+              **kwargs, # Other settings of the `recipe`: `lr2`, `lr2_cap`, `body_div`, `freeze_to` (0: everything), `views`, `clean`, `flip`, `cache`, `label_smoothing`
              ) -> dict: # `out`, `checkpoint` (best.pth), `metrics` (as in metrics.json) and the `learner`
     "`flower_tl train`: fine-tune a pretrained CNN; write the best checkpoint, curves and metrics into `out`."
     t_start = time.time()
@@ -528,7 +528,10 @@ def _train_parser(sub, pp:dict):
                    "names a new or empty one)")
     r = t.add_argument_group('recipe', "what stage 2 trains and how; the defaults are the recipe's (see --recipe and flower_tl.fine_tune.recipe)")
     r.add_argument('--lr2', type=float, default=None, help="learning rate of the head in stage 2 (default: measured, a tenth "
-                   "of the rate at which a range test of stage 2 blew up, at most the stage-1 rate)")
+                   "of the rate at which a range test of stage 2 blew up, at most --lr2-cap times the stage-1 rate)")
+    r.add_argument('--lr2-cap', type=float, default=None, metavar='X',
+                   help=f"a measured --lr2 is at most X times the stage-1 rate, in a stage 2 of at least {LR2_CAP_STEPS} steps "
+                   f"(a shorter one stops at the stage-1 rate) {both('lr2_cap')}")
     r.add_argument('--body-div', type=float, default=None, metavar='D', help=f"the body learns D times slower in stage 2 {both('body_div')}")
     r.add_argument('--freeze-to', type=int, default=None, metavar='S',
                    help="stage 2 trains the stages from S on (flower_tl.models.stages; 0: everything) (default: the recipe's: cpu "

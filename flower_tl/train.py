@@ -401,15 +401,16 @@ def lr_find(self:Learner,
 
 # %% ../nbs/03_train.ipynb #c0e79b40
 @patch
-def _stage2_lr(self:Learner, base_lr:float, body_div:float, views:int, clean:bool, cache:bool) -> tuple: # The head's rate for stage 2, and whence
-    "A range test of what stage 2 trains, from the trained head, the body `body_div` times slower: a tenth of where it blew up, at most `base_lr`."
+def _stage2_lr(self:Learner, base_lr:float, body_div:float, views:int, clean:bool, cache:bool, cap:float=1.0) -> tuple: # The head's rate for stage 2, and whence
+    "A range test of what stage 2 trains, from the trained head, the body `body_div` times slower: a tenth of where it blew up, at most `cap` times `base_lr`."
     res = self.lr_find(views=views, clean=clean, body_div=body_div, cache=cache)
     self.stage2_lr_find = res
     lr = res.lrs[-1]/10 if res.stop != 'done' and res.lrs else res.suggestion   # never blew up: the default rule
     lr = float(self.dist.broadcast(float(lr)))   # every process swept the same; rank 0's answer counts
     if not (math.isfinite(lr) and lr > 0):
         raise UserError(f"fine_tune: the range test of stage 2 found no usable rate ({res}); give lr2")
-    return (lr, 'range test') if lr <= base_lr else (base_lr, f"stage 1's rate; the range test allowed {lr:.2g}")
+    top, by = base_lr*cap, "stage 1's rate" if cap == 1 else f"{cap:g}x stage 1's rate"
+    return (lr, 'range test') if lr <= top else (top, f"{by}; the range test allowed {lr:.2g}")
 
 # %% ../nbs/03_train.ipynb #8fe8cb75
 @patch
@@ -418,6 +419,7 @@ def fine_tune(self:Learner,
               base_lr:float, # Learning rate of stage 1 (the head); stage 2's head gets `lr2`
               freeze_epochs:int=1, # Epochs of stage 1: the head alone, body frozen
               lr2:float=None, # Learning rate of the head in stage 2; None: a range test of what stage 2 trains picks it
+              lr2_cap:float=1.0, # A measured `lr2` is at most `lr2_cap` times `base_lr`
               body_div:float=10, # The body learns `body_div` times slower than the head in stage 2
               freeze_bn:bool=True, # Freeze BatchNorm weights in stage 1 too (then it trains on cached features)
               sched='one_cycle', # Learning-rate schedule of each stage (see `fit`)
@@ -431,6 +433,7 @@ def fine_tune(self:Learner,
     "fastai's `fine_tune`: train the head on a frozen body, then unfreeze and fine-tune (part of) the rest at lower rates."
     check_count(argname('freeze_epochs'), freeze_epochs); check_count(argname('epochs'), epochs)
     base_lr, lr2 = _check_lr('base_lr', base_lr), _check_lr('lr2', lr2); check_positive(argname('body_div'), body_div)
+    check_positive(argname('lr2_cap'), lr2_cap)
     n = n_stages(self.model)
     if freeze_to is not None and freeze_to % n in (0, n - 1):
         raise UserError(f"fine_tune: freeze_to={freeze_to} would make stage 2 {'everything' if freeze_to % n == 0 else 'the head alone'}; "
@@ -453,7 +456,7 @@ def fine_tune(self:Learner,
         else: self.freeze_to(freeze_to, bn=True); what = f"the stages from {list(stages(self.model)._modules)[self.frozen_stages]} on"
         how, cache2 = 'given', None if cache else False   # None: `fit` caches the frozen stages if they fit
         if lr2 is None and stage in ('partial', 'unfrozen'): lr2, how = base_lr, 'resumed'   # a stand-in: the run's own rates come back
-        elif lr2 is None: lr2, how = self._stage2_lr(base_lr, body_div, views, clean, cache2)
+        elif lr2 is None: lr2, how = self._stage2_lr(base_lr, body_div, views, clean, cache2, lr2_cap)
         self.stage_lrs = dict(lr2=lr2, body_lr2=lr2/body_div, lr2_by=how)
         say(f"Stage 2: {what} ({n_trainable(self.model):,} trainable parameters), lr {lr2:.3g} ({how}) for the head, {lr2/body_div:.3g} for the body")
         out += self.fit(epochs, lr2, body_lr=lr2/body_div, sched=sched, views=views, clean=clean, flip=flip, cache=cache2,

@@ -87,9 +87,9 @@ def test_every_recipe_on_the_cpu(tmp_path, name, freeze_to, cache, body_div, sta
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out/'metrics.json').read_text())
     assert (m['freeze_to'], m['cache'], m['body_div']) == (freeze_to, cache, body_div) and 'range test' in m['lr2_by'], m
-    # the CPU recipes' stage 2 starts at most at their head's rate (0.05, not gpu's 0.01): on these 96 photos, 3 steps
-    # an epoch, a first epoch of much of the network can overshoot; the guard must catch it and end on weights at
-    # least as good as the head's
+    # the CPU recipes' stage 2 starts at most at twice (cpu) or once (quick, long) their head's rate (0.05, not gpu's
+    # 0.01): on these 96 photos, 3 steps an epoch, a first epoch of much of the network can overshoot; the guard must
+    # catch it and end on weights at least as good as the head's
     assert m['status'] in (('ok',) if name == 'gpu' else ('ok', 'recovered')), (m['status'], m['guard'])
     assert [h['stage'] for h in m['history']] == ['frozen']*3 + [stage2]*2
     head = max(h['val_acc'] for h in m['history'] if h['stage'] == 'frozen')
@@ -138,3 +138,25 @@ def test_time_budget(tmp_path):
     assert not (tmp_path/'short').exists()
     r = train(tmp_path/'bad', '--time', 'soon')
     assert r.returncode == 2 and "--time: 'soon' is not a duration" in r.stderr, r.stderr
+
+def test_lr2_cap_applies_from_lr2_cap_steps(monkeypatch):
+    "The CPU recipe's `lr2_cap=2` lifts stage 2's ceiling only for a stage 2 of `LR2_CAP_STEPS` steps or more; shorter ones stop at stage 1's rate."
+    import flower_tl.fine_tune as ft
+    from flower_tl.train import Learner, arch_info, create_model
+    info = arch_info('efficientnet_lite0')
+    def stage2(min_steps):
+        "Stage 2's rate, and what its range test allowed (a tenth of the blow-up), with `LR2_CAP_STEPS` at `min_steps`."
+        monkeypatch.setattr(ft, 'LR2_CAP_STEPS', min_steps)
+        r = {**ft.recipe('cpu', 'efficientnet_lite0'), 'freeze_epochs': 2, 'epochs': 1, 'lr': 0.01}   # well under the blow-up/10
+        data = FlowerData.from_folder(SAMPLE, size=64, mean=info['mean'], std=info['std'], bs=r['bs'], num_workers=0)
+        learn = Learner(data, create_model('efficientnet_lite0', data.n_classes), seed=0, progress=False, verbose=False,
+                        label_smoothing=r['label_smoothing'])
+        ft.fine_tune_recipe(learn, r)
+        sweep = learn.stage2_lr_find
+        return r['lr'], (sweep.lrs[-1]/10 if sweep.stop != 'done' else sweep.suggestion), learn.stage_lrs
+    lr, allowed, short = stage2(10**6)                     # 3 steps: the ceiling is stage 1's rate
+    assert allowed > lr, allowed                           # so that the two ceilings differ on the sample
+    assert short['lr2'] == pytest.approx(lr) and "stage 1's rate" in short['lr2_by'], short
+    lr, allowed, long = stage2(1)                          # "long enough": up to twice stage 1's rate
+    assert long['lr2'] == pytest.approx(min(allowed, 2*lr)) and long['lr2'] > lr, (allowed, long)
+    print(f"stage 1 at {lr}: the range test allowed {allowed:.3g}; stage 2 at {short['lr2']:.3g} (3 steps), {long['lr2']:.3g} (long enough)")
