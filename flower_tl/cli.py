@@ -17,8 +17,8 @@ from .core import (UserError, argname, atomic_open, check_count, check_device, c
 from .data import FlowerData, sample_path
 from .distributed import Dist, DistributedError, dist_env
 from .models import ARCHS, RESNETS, arch_info, create_model, read_checkpoint, resnet_cache_file, stages
-from .train import Learner
-from .fine_tune import (DEFAULT_LR, LR2_CAP_STEPS, RECIPES, fine_tune_recipe, parse_duration, plan_epochs,
+from .train import LR2_CAP_STEPS, Learner
+from .fine_tune import (DEFAULT_LR, RECIPES, fine_tune_recipe, parse_duration, plan_epochs,
                                  plan_text, probe, range_test, recipe as recipe_for, with_lr)
 from .predict import Predictor, csv_accuracy
 

@@ -139,24 +139,24 @@ def test_time_budget(tmp_path):
     r = train(tmp_path/'bad', '--time', 'soon')
     assert r.returncode == 2 and "--time: 'soon' is not a duration" in r.stderr, r.stderr
 
-def test_lr2_cap_applies_from_lr2_cap_steps(monkeypatch):
-    "The CPU recipe's `lr2_cap=2` lifts stage 2's ceiling only for a stage 2 of `LR2_CAP_STEPS` steps or more; shorter ones stop at stage 1's rate."
+def test_lr2_cap_applies_from_lr2_cap_steps():
+    "The CPU recipe's `lr2_cap=2` lifts stage 2's ceiling only for a stage 2 of `lr2_cap_steps` steps or more; shorter ones stop at stage 1's rate."
     import flower_tl.fine_tune as ft
     from flower_tl.train import Learner, arch_info, create_model
     info = arch_info('efficientnet_lite0')
     def stage2(min_steps):
-        "Stage 2's rate, and what its range test allowed (a tenth of the blow-up), with `LR2_CAP_STEPS` at `min_steps`."
-        monkeypatch.setattr(ft, 'LR2_CAP_STEPS', min_steps)
+        "Stage 2's rate, and what its range test allowed (a tenth of the blow-up), with `lr2_cap_steps=min_steps`."
         r = {**ft.recipe('cpu', 'efficientnet_lite0'), 'freeze_epochs': 2, 'epochs': 1, 'lr': 0.01}   # well under the blow-up/10
         data = FlowerData.from_folder(SAMPLE, size=64, mean=info['mean'], std=info['std'], bs=r['bs'], num_workers=0)
         learn = Learner(data, create_model('efficientnet_lite0', data.n_classes), seed=0, progress=False, verbose=False,
                         label_smoothing=r['label_smoothing'])
-        ft.fine_tune_recipe(learn, r)
+        ft.fine_tune_recipe(learn, r, lr2_cap_steps=min_steps)
         sweep = learn.stage2_lr_find
         return r['lr'], (sweep.lrs[-1]/10 if sweep.stop != 'done' else sweep.suggestion), learn.stage_lrs
     lr, allowed, short = stage2(10**6)                     # 3 steps: the ceiling is stage 1's rate
     assert allowed > lr, allowed                           # so that the two ceilings differ on the sample
-    assert short['lr2'] == pytest.approx(lr) and "stage 1's rate" in short['lr2_by'], short
+    assert short['lr2'] == pytest.approx(lr) and "needs 1000000 steps; this stage 2 has 3" in short['lr2_by'], short
+    assert short['lr2_cap'] == 1.0, short                  # the ceiling in effect, as metrics.json records it
     lr, allowed, long = stage2(1)                          # "long enough": up to twice stage 1's rate
-    assert long['lr2'] == pytest.approx(min(allowed, 2*lr)) and long['lr2'] > lr, (allowed, long)
+    assert long['lr2'] == pytest.approx(min(allowed, 2*lr)) and long['lr2'] > lr and long['lr2_cap'] == 2.0, (allowed, long)
     print(f"stage 1 at {lr}: the range test allowed {allowed:.3g}; stage 2 at {short['lr2']:.3g} (3 steps), {long['lr2']:.3g} (long enough)")
