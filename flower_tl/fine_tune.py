@@ -11,7 +11,7 @@ import math, re, time, timeit
 
 import torch
 
-from .core import UserError, argname, to_device
+from .core import UserError, argname, autocast, to_device
 from .models import keep_modes
 from .cache import n_stages, split_at
 from .train import Learner
@@ -107,10 +107,11 @@ def probe(learn:Learner, # A learner with fresh weights, built with the recipe's
             model.eval()
             with torch.no_grad():
                 pre_cache = split_at(model, cache_cut)[0]
-                cache = _seconds(lambda: pre_cache(x), reps)/len(y)
-                prefix, suffix = split_at(model, cut) if cut else (None, model)
-                inp = prefix(x) if cut else x
-                pre = _seconds(lambda: prefix(x), reps)/len(y) if cut else 0.0
+                with autocast(learn.device, learn.frozen_dtype):   # frozen stages run in `Learner(frozen_amp=)`'s precision
+                    cache = _seconds(lambda: pre_cache(x), reps)/len(y)
+                    prefix, suffix = split_at(model, cut) if cut else (None, model)
+                    inp = prefix(x).float() if cut else x
+                    pre = _seconds(lambda: prefix(x), reps)/len(y) if cut else 0.0
                 body, head = split_at(model, n - 1)
                 feats = body(x)                                       # what stage 1's head trains on
             for p in suffix.parameters(): p.requires_grad_(True)   # the head is the last of them
@@ -120,7 +121,7 @@ def probe(learn:Learner, # A learner with fresh weights, built with the recipe's
             fit1 = _seconds(lambda: step(head, feats), reps)/len(y)
             if cut and not r['cache']:   # on photos the frozen stages run before each step: timed apart, the two cost more
                 def photo_step():
-                    with torch.no_grad(): h = prefix(x)
+                    with torch.no_grad(), autocast(learn.device, learn.frozen_dtype): h = prefix(x).float()
                     step(suffix, h)
                 train = max(_seconds(photo_step, reps)/len(y) - pre, 0.0)
             else: train = _seconds(lambda: step(suffix, inp), reps)/len(y)

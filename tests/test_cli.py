@@ -49,6 +49,8 @@ def test_train_writes_checkpoint_curves_metrics(run):
     m = json.loads((out/'metrics.json').read_text())
     assert (m['arch'], m['size'], m['freeze_epochs'], m['epochs'], len(m['history'])) == ('efficientnet_lite0', 64, 2, 1, 3)
     assert m['lr_found'] and f"lr_find suggests lr={m['lr']:.3g}" in r.stdout
+    # the CPU recipe's lr2_cap is 2, but a stage 2 of 2 steps is far under LR2_CAP_STEPS: the ceiling in effect is recorded
+    assert m['lr2_cap'] == 1.0 and 'needs 1000 steps' in m['lr2_by'] and m['frozen_bf16'] is False, m
     assert m['classes'] == ['1', '50', '77']
     # the best epoch's validation accuracy is the best of the history, and that epoch is the one best.pth holds
     assert m['best_val_acc'] == max(h['val_acc'] for h in m['history'])
@@ -56,7 +58,7 @@ def test_train_writes_checkpoint_curves_metrics(run):
     assert 'best validation accuracy' in r.stdout and str(out) in r.stdout
 
 def test_lr_find(tiny, tmp_path):
-    r = run_cli('lr-find', '--data', tiny, '--arch', 'efficientnet_lite0', '--plot', tmp_path/'lr.png', *FAST)
+    r = run_cli('lr-find', '--data', tiny, '--arch', 'efficientnet_lite0', '--plot', tmp_path/'lr.png', '--frozen-bf16', *FAST)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'suggested learning rate: ' in r.stdout and (tmp_path/'lr.png').stat().st_size > 1000
 
