@@ -215,6 +215,9 @@ class FrozenAmp(nn.Module):
     def forward(self, x):
         with torch.no_grad(), autocast(self.device, self.dtype): h = self.prefix(x)
         return self.suffix(h.float())
+    def train(self, mode:bool=True):
+        "Frozen stages stay in eval mode (as `Learner._train_mode` keeps them); `mode` goes to the rest."
+        self.training = mode; self.suffix.train(mode); return self
 
 @patch
 def _image_model(self:Learner) -> nn.Module:
