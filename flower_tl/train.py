@@ -213,7 +213,8 @@ class FrozenAmp(nn.Module):
     def __init__(self, prefix:nn.Module, suffix:nn.Module, device:torch.device, dtype:torch.dtype):
         super().__init__(); self.prefix, self.suffix, self.device, self.dtype = prefix, suffix, device, dtype
     def forward(self, x):
-        with torch.no_grad(), autocast(self.device, self.dtype): h = self.prefix(x)
+        off = torch.autocast(self.device.type, enabled=False)   # float32 (`frozen_amp=False`) inside `amp`'s autocast too
+        with torch.no_grad(), autocast(self.device, self.dtype) if self.dtype is not None else off: h = self.prefix(x)
         return self.suffix(h.float())
     def train(self, mode:bool=True):
         "Frozen stages stay in eval mode (as `Learner._train_mode` keeps them); `mode` goes to the rest."
