@@ -249,6 +249,12 @@ def _plan(learn, r:dict, budget:float) -> dict:
     _say(plan_text(plan, budget, r))
     return {**r, 'freeze_epochs': plan['freeze_epochs'], 'epochs': plan['epochs']}
 
+def _check_bf16(learn) -> float:
+    "`--frozen-bf16`: keep bfloat16 for the frozen stages only where it runs faster (`Learner.check_frozen_amp`); say what was measured."
+    speedup = learn.check_frozen_amp()
+    if learn.frozen_dtype == torch.bfloat16: _say(f"the frozen stages run in bfloat16: {speedup:.1f}x as fast as float32 here")
+    return round(speedup, 2)
+
 # %% ../nbs/05_cli.ipynb #b3df7eb6
 def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and maybe `cat_to_name.json`
               arch:str='resnet50', # Backbone, one of `flower_tl.models.ARCHS`
@@ -302,6 +308,7 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
         _say(f"training {arch} at {fd.size} px on {learn.device}: {len(fd.train_ds)} training and {len(fd.valid_ds)} "
              f"validation images in {fd.n_classes} classes; writing into {out}" +
              (f"; {dist.world_size} processes, {r['bs']} images per step over all of them" if dist.enabled else ''))
+        bf16 = _check_bf16(learn) if frozen_bf16 else None
         if budget is not None: r = _plan(learn, r, budget)
         t0 = time.time()
         if r['freeze_to'] is not None and r['cache'] and r['freeze_epochs'] and resume is None:   # one pass for all
@@ -311,7 +318,8 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
         metrics = dict(flower_tl=__version__, arch=arch, data=str(fd.path), size=fd.size, bs=r['bs'], seed=seed,
                        device=str(learn.device), processes=dist.world_size, lr=r['lr'], lr_found=lr_find,
                        **{k: v for k, v in r.items() if k not in ('lr', 'bs', 'lr2', *learn.stage_lrs)}, **learn.stage_lrs, workers=fd.num_workers,
-                       frozen_bf16=frozen_bf16, status=learn.status, guard=learn.guard_log,
+                       frozen_bf16=frozen_bf16 and learn.frozen_dtype == torch.bfloat16, frozen_bf16_speedup=bf16,
+                       status=learn.status, guard=learn.guard_log,
                        best_epoch=learn.best_epoch, best_val_acc=learn.best_acc, seconds=round(time.time() - t0, 1),
                        total_seconds=round(time.time() - t_start, 1), time_budget=budget,
                        classes=fd.classes, names=fd.names, history=learn.history)
@@ -348,6 +356,7 @@ def lr_find_job(data, # Folder with `train/<category>/`, `valid/<category>/` and
     fd, model = _setup(data, arch, weights, size, r['bs'], _workers(num_workers, dev), seed, download)
     learn = Learner(fd, model, device=device, seed=seed, progress=progress, verbose=False, label_smoothing=r['label_smoothing'],
                     frozen_amp='bf16' if frozen_bf16 else None)
+    if frozen_bf16: _check_bf16(learn)
     res = range_test(learn, r)   # the sweep of train --lr-find: the head on the frozen body, the recipe's cache and loss
     if learn.dist.is_main: _save_fig(res.plot(), plot, overwrite)
     _say(f"suggested learning rate: {res.suggestion:.3g} (use it with: flower_tl train --lr {res.suggestion:.2g} ...); "
@@ -499,7 +508,7 @@ def _parents() -> dict:
     model.add_argument('--seed', type=int, default=0, help="random seed (default: 0)")
     model.add_argument('--frozen-bf16', action='store_true', help="run the frozen stages (no gradients there) in bfloat16: "
                        "on a CPU with AMX the CPU recipe's epochs take about a quarter less time (one holdout run ended 0.3 to 0.5 point lower); "
-                       "on other CPUs it is many times slower "
+                       "on other CPUs it is many times slower, so a few seconds' check falls back to float32 there, with a warning "
                        "(python bench/bench_bf16.py tells; default: float32 on a CPU, the GPU's mixed precision on a GPU)")
     model.add_argument('--recipe', choices=list(RECIPES), default=None,
                        help="whose settings: cpu (stage 2 trains the late stages on augmented photos; about 30 minutes on 2 cores), quick "

@@ -7,11 +7,11 @@ __all__ = ['DEFAULT_LR', 'GPU_RECIPE', 'QUICK_RECIPE', 'CPU_RECIPE', 'LONG_RECIP
            'range_test', 'fine_tune_recipe', 'parse_duration', 'probe', 'plan_epochs', 'plan_text']
 
 # %% ../nbs/03a_fine_tune.ipynb #5cfdfe06
-import math, re, time, timeit
+import math, re, time
 
 import torch
 
-from .core import UserError, argname, autocast, to_device
+from .core import UserError, argname, autocast, fastest, to_device
 from .models import keep_modes
 from .cache import n_stages, split_at
 from .train import Learner
@@ -83,10 +83,6 @@ def parse_duration(s, # '90s', '30m', '1h30m', '2h', or a plain number of minute
     return secs
 
 # %% ../nbs/03a_fine_tune.ipynb #04411661
-def _seconds(f, reps:int) -> float:
-    "The fastest of `reps` timed calls of `f` (after one untimed warm-up call)."
-    f(); return min(timeit.repeat(f, number=1, repeat=reps))
-
 def probe(learn:Learner, # A learner with fresh weights, built with the recipe's batch size
           r:dict, # The recipe (see `recipe`)
           reps:int=2, # Timed repetitions of each kind of work (the fastest counts)
@@ -108,25 +104,25 @@ def probe(learn:Learner, # A learner with fresh weights, built with the recipe's
             with torch.no_grad():
                 pre_cache = split_at(model, cache_cut)[0]
                 with autocast(learn.device, learn.frozen_dtype):   # frozen stages run in `Learner(frozen_amp=)`'s precision
-                    cache = _seconds(lambda: pre_cache(x), reps)/len(y)
+                    cache = fastest(lambda: pre_cache(x), reps=reps, device=learn.device)[0]/len(y)
                     prefix, suffix = split_at(model, cut) if cut else (None, model)
                     inp = prefix(x).float() if cut else x
-                    pre = _seconds(lambda: prefix(x), reps)/len(y) if cut else 0.0
+                    pre = fastest(lambda: prefix(x), reps=reps, device=learn.device)[0]/len(y) if cut else 0.0
                 body, head = split_at(model, n - 1)
                 feats = body(x)                                       # what stage 1's head trains on
             for p in suffix.parameters(): p.requires_grad_(True)   # the head is the last of them
             learn._train_mode()
             def step(m, inp):
                 m.zero_grad(set_to_none=True); learn.loss_func(m(inp), y).backward()
-            fit1 = _seconds(lambda: step(head, feats), reps)/len(y)
+            fit1 = fastest(lambda: step(head, feats), reps=reps, device=learn.device)[0]/len(y)
             if cut and not r['cache']:   # on photos the frozen stages run before each step: timed apart, the two cost more
                 def photo_step():
                     with torch.no_grad(), autocast(learn.device, learn.frozen_dtype): h = prefix(x).float()
                     step(suffix, h)
-                train = max(_seconds(photo_step, reps)/len(y) - pre, 0.0)
-            else: train = _seconds(lambda: step(suffix, inp), reps)/len(y)
+                train = max(fastest(photo_step, reps=reps, device=learn.device)[0]/len(y) - pre, 0.0)
+            else: train = fastest(lambda: step(suffix, inp), reps=reps, device=learn.device)[0]/len(y)
             model.eval()
-            with torch.no_grad(): ev = _seconds(lambda: suffix(inp), reps)/len(y)
+            with torch.no_grad(): ev = fastest(lambda: suffix(inp), reps=reps, device=learn.device)[0]/len(y)
         finally:
             for p, g in grads.items(): p.requires_grad_(g); p.grad = None
             with torch.no_grad():

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 from torch import nn
 
-from .core import (UserError, amp_dtype, argname, autocast, check_count, check_device, check_positive,
+from .core import (UserError, amp_dtype, argname, autocast, check_count, check_device, check_positive, fastest,
                             default_device, option, progress, to_device)
 from .data import load_rgb, show_preds
 from .lookahead import Lookahead
@@ -62,7 +62,7 @@ class Learner:
                  device=None, # Where to train; the best available (`check_device`) if None
                  bn_eval:bool=None, # Keep BatchNorm statistics frozen while training; `arch_info(arch)['bn_eval']` if None
                  amp=None, # Mixed precision: None (bf16, else fp16, on CUDA; off elsewhere), False, 'bf16' or 'fp16'
-                 frozen_amp=None, # Mixed precision of the frozen leading stages alone (no gradients there): None: as `amp`; 'bf16', False
+                 frozen_amp=None, # Mixed precision of the frozen leading stages alone (no gradients there): None: as `amp`; 'bf16' (see `check_frozen_amp`), False
                  channels_last:bool=None, # Channels-last memory layout; on CUDA and CPU if None (faster for these CNNs)
                  path:Path=None, # Folder for the `last.pth` and `best.pth` checkpoints that `fit` writes; none if None
                  seed:int=None, # Seed torch's generator and the training loader's now; leave them alone if None
@@ -252,6 +252,30 @@ class ImageSource:
     def valid(self) -> tuple: # `(batches, steps)`
         "The validation batches, in order."
         return self._batches('valid', 0)
+
+# %% ../nbs/03_train.ipynb #a7aefe0a
+@patch
+def check_frozen_amp(self:Learner,
+                     bs:int=4, # Images in the timed batch (random pixels, at the data's size)
+                     reps:int=3, # Timed passes in each precision, in turns (the fastest counts)
+                    ) -> float: # How many times faster `frozen_amp`'s precision ran than float32; 1.0 when there is nothing to compare
+    "Keep `frozen_amp`'s reduced precision only if a forward pass runs faster in it than in float32 here; else fall back to `amp`'s and warn."
+    if self.frozen_dtype is None or self.frozen_dtype == self.amp_dtype: return 1.0
+    x = to_device(torch.randn(bs, 3, self.data.size, self.data.size, generator=torch.Generator().manual_seed(0)),
+                  self.device, self.channels_last)
+    def forward(dtype):
+        with torch.no_grad(), autocast(self.device, dtype): self.model(x)
+    with keep_modes(self.model):
+        self.model.eval()
+        f32, low = fastest(lambda: forward(None), lambda: forward(self.frozen_dtype), reps=reps, device=self.device)
+    speedup = f32/low
+    if speedup < 1:
+        name = str(self.frozen_dtype).replace('torch.', '')
+        warnings.warn(f"{argname('frozen_amp', '--frozen-bf16')}: a forward pass in {name} took {1/speedup:.2f}x as long as in "
+                      f"float32 here ({name} pays only on hardware that computes it natively, such "
+                      f"as a CPU with AMX), so the frozen stages run in {str(self.amp_dtype or 'float32').replace('torch.', '')}")
+        self.frozen_dtype = self.cache.amp_dtype = self.amp_dtype
+    return speedup
 
 # %% ../nbs/03_train.ipynb #51f84c15
 @patch

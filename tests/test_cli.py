@@ -50,7 +50,7 @@ def test_train_writes_checkpoint_curves_metrics(run):
     assert (m['arch'], m['size'], m['freeze_epochs'], m['epochs'], len(m['history'])) == ('efficientnet_lite0', 64, 2, 1, 3)
     assert m['lr_found'] and f"lr_find suggests lr={m['lr']:.3g}" in r.stdout
     # the CPU recipe's lr2_cap is 2, but a stage 2 of 2 steps is far under LR2_CAP_STEPS: the ceiling in effect is recorded
-    assert m['lr2_cap'] == 1.0 and 'needs 1000 steps' in m['lr2_by'] and m['frozen_bf16'] is False, m
+    assert m['lr2_cap'] == 1.0 and 'needs 1000 steps' in m['lr2_by'] and m['frozen_bf16'] is False and m['frozen_bf16_speedup'] is None, m
     assert m['classes'] == ['1', '50', '77']
     # the best epoch's validation accuracy is the best of the history, and that epoch is the one best.pth holds
     assert m['best_val_acc'] == max(h['val_acc'] for h in m['history'])
@@ -61,6 +61,21 @@ def test_lr_find(tiny, tmp_path):
     r = run_cli('lr-find', '--data', tiny, '--arch', 'efficientnet_lite0', '--plot', tmp_path/'lr.png', '--frozen-bf16', *FAST)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'suggested learning rate: ' in r.stdout and (tmp_path/'lr.png').stat().st_size > 1000
+    # --frozen-bf16 is timed first: bfloat16 is kept where it is faster (and said), else float32 with a warning
+    assert ('the frozen stages run in bfloat16' in r.stdout) != ('--frozen-bf16: a forward pass in bfloat16' in r.stderr), r
+
+def test_frozen_bf16_falls_back_where_slower(tiny, tmp_path):
+    "With oneDNN held to AVX2 (a CPU of this kind without native bfloat16), bf16 runs many times slower: train keeps float32 and says so."
+    avx2 = dict(OMP_NUM_THREADS='1', ONEDNN_MAX_CPU_ISA='AVX2', ATEN_CPU_CAPABILITY='avx2')
+    out = tmp_path/'run'
+    r = run_cli('train', '--data', tiny, '--arch', 'efficientnet_lite0', '--freeze-epochs', '1', '--epochs', '1',
+                '--lr', '0.05', '--frozen-bf16', '--out', out, *FAST, env=avx2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    warning = [l for l in r.stderr.splitlines() if '--frozen-bf16' in l]
+    assert len(warning) == 1 and warning[0].startswith('flower_tl train: warning: --frozen-bf16: a forward pass in bfloat16 took'), r.stderr
+    assert 'so the frozen stages run in float32' in warning[0]
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['frozen_bf16'] is False and 0 < m['frozen_bf16_speedup'] < 1, m
 
 def test_predict_csv(run, tiny, tmp_path):
     out, _ = run
