@@ -24,7 +24,7 @@ import torch
 from flower_tl.core import autocast
 from flower_tl.data import FlowerData
 from flower_tl.fine_tune import LATE_STAGES
-from flower_tl.train import FrozenAmp, Learner, arch_info, create_model, split_at
+from flower_tl.train import FrozenPrefix, Learner, arch_info, create_model, split_at
 
 
 def cpu_flags() -> dict:
@@ -47,7 +47,7 @@ def main(args) -> dict:
     model, dev = learn.model, learn.device
     x = torch.randn(args.bs, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, data.n_classes, (args.bs,))
-    fwd = {'fp32': model, 'bf16': FrozenAmp(*split_at(model, learn.frozen_stages), dev, torch.bfloat16)}
+    fwd = {'fp32': model, 'bf16': FrozenPrefix(*split_at(model, learn.frozen_stages), dev, torch.bfloat16)}
     prefix = split_at(model, learn.frozen_stages)[0]
 
     def step(kind):
@@ -79,12 +79,17 @@ def main(args) -> dict:
     return out
 
 
-if __name__ == '__main__':
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def parser(doc:str) -> argparse.ArgumentParser:
+    "The options of a side-by-side timing of the CPU recipe's work (this script's, and `bench_fold.py`'s)."
+    p = argparse.ArgumentParser(description=doc.split('\n')[0])
     p.add_argument('--size', type=int, default=224)
     p.add_argument('--bs', type=int, default=32)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--steps', type=int, default=3)
     p.add_argument('--json', default=None, help="also write the figures here")
-    main(p.parse_args())
+    return p
+
+
+if __name__ == '__main__':
+    main(parser(__doc__).parse_args())

@@ -13,7 +13,7 @@ import torch
 
 from .core import UserError, argname, autocast, fastest, to_device
 from .models import keep_modes
-from .cache import n_stages, split_at
+from .cache import fold_bn, n_stages, split_at
 from .train import Learner
 
 # %% ../nbs/03a_fine_tune.ipynb #b92fe44e
@@ -102,10 +102,11 @@ def probe(learn:Learner, # A learner with fresh weights, built with the recipe's
             for p in model.parameters(): p.requires_grad_(False)
             model.eval()
             with torch.no_grad():
-                pre_cache = split_at(model, cache_cut)[0]
+                pre_cache = fold_bn(split_at(model, cache_cut)[0])   # as the feature cache runs it
                 with autocast(learn.device, learn.frozen_dtype):   # frozen stages run in `Learner(frozen_amp=)`'s precision
                     cache = fastest(lambda: pre_cache(x), reps=reps, device=learn.device)[0]/len(y)
                     prefix, suffix = split_at(model, cut) if cut else (None, model)
+                    prefix = fold_bn(prefix) if cut else None               # as `FrozenPrefix` runs it
                     inp = prefix(x).float() if cut else x
                     pre = fastest(lambda: prefix(x), reps=reps, device=learn.device)[0]/len(y) if cut else 0.0
                 body, head = split_at(model, n - 1)
