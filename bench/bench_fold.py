@@ -6,7 +6,9 @@ Three kinds of work of the CPU recipe, EfficientNet-Lite0 at `--size` px, batch 
 - `prefix`: the stages stage 2 keeps frozen (before `freeze_to`, 6), forward only, no gradients;
 - `body`: the whole body, forward only: stage 1's feature pass over every photo;
 - `step`: a whole stage-2 training step on photos: the frozen stages forward, then the trainable ones forward and
-  backward, and an SGD + Lookahead step (`FrozenPrefix` with the folded copy, or with the model's own stages).
+  backward, and an SGD + Lookahead step (`FrozenPrefix` with the folded copy, or with the model's own stages);
+- `predict`: the whole network, forward, on a batch of 8 (the CPU default of `flower_tl predict` and `evaluate`,
+  whose `Predictor.net` is the folded model).
 
 Each takes turns, plain and folded, `--repeats` times; each figure is the median of the repeats, each repeat the
 mean of `--steps` calls after two warm-up calls. Synthetic batches: the model's speed, not the loader's. A ratio
@@ -23,6 +25,7 @@ import torch
 from bench_bf16 import parser   # the same options
 from flower_tl.cache import fold_bn, n_stages, split_at
 from flower_tl.data import FlowerData
+from flower_tl.models import keep_modes
 from flower_tl.fine_tune import LATE_STAGES
 from flower_tl.train import FrozenPrefix, Learner, arch_info, create_model
 
@@ -41,16 +44,21 @@ def main(args) -> dict:
     y = torch.randint(0, data.n_classes, (args.bs,))
     prefix, suffix = split_at(model, cut)
     body = split_at(model, n_stages(model) - 1)[0]
-    plain = dict(prefix=prefix, body=body.eval(), step=FrozenPrefix(prefix, suffix, dev, None))
-    folded = dict(prefix=fold_bn(prefix), body=fold_bn(body), step=FrozenPrefix(fold_bn(prefix), suffix, dev, None))
+    plain = dict(prefix=prefix, body=body.eval(), step=FrozenPrefix(prefix, suffix, dev, None), predict=model)
+    folded = dict(prefix=fold_bn(prefix), body=fold_bn(body), step=FrozenPrefix(fold_bn(prefix), suffix, dev, None),
+                  predict=fold_bn(model))
     learn._train_mode()   # `body.eval()` above put the trainable stages in eval mode too
     with torch.no_grad():
         err = {w: ((plain[w](x) - folded[w](x)).abs().max()/plain[w](x).abs().max()).item() for w in ('prefix', 'body')}
+    x8 = x[:8]
 
     def run(w, kind):
         m = (plain if kind == 'plain' else folded)[w]
         if w == 'step':
             learn.opt.zero_grad(set_to_none=True); learn.loss_func(m(x), y).backward(); learn.opt.step()
+        elif w == 'predict':
+            with torch.no_grad(), keep_modes(model):
+                model.eval(); m(x8)
         else:
             with torch.no_grad(): m(x)
     times = {(w, k): [] for w in plain for k in ('plain', 'folded')}

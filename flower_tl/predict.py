@@ -20,6 +20,7 @@ from .core import progress as _bar
 from .data import BadImageError, ImageList, Loader, TestDataset, eval_transform, load_rgb
 from .distributed import Dist
 from .models import model_from_checkpoint
+from .cache import checksum, fold_bn
 
 # %% ../nbs/04_predict.ipynb #aba6774a
 class _Tolerant(Dataset):
@@ -117,6 +118,7 @@ class Predictor:
         self.channels_last, self.tta = bool(channels_last), bool(tta)
         self.model = model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
         self.transform = eval_transform(self.size, self.mean, self.std)
+        self._folded = None   # (checksum of the model's weights, `net` folded from them); see `net`
 
     @classmethod
     def from_checkpoint(cls, path, # A checkpoint written by `flower_tl.models.save_checkpoint`
@@ -135,6 +137,14 @@ class Predictor:
         return (f"Predictor({self.arch or type(self.model).__name__}, {len(self.classes)} classes, "
                 f"size={self.size}, device={self.device.type})")
 
+# %% ../nbs/04_predict.ipynb #0342639e
+@patch(as_prop=True)
+def net(self:Predictor) -> nn.Module:
+    "The model as predictions run it: BatchNorm folded into the convolutions (`fold_bn`), folded again when its weights change."
+    sums = checksum(self.model.state_dict().values())
+    if self._folded is None or not torch.equal(self._folded[0], sums): self._folded = (sums, fold_bn(self.model))
+    return self._folded[1]
+
 # %% ../nbs/04_predict.ipynb #db812d41
 @patch
 @torch.no_grad()
@@ -144,8 +154,9 @@ def probs(self:Predictor, x:torch.Tensor, # A batch of prepared images, `(n, 3, 
     "Softmax probabilities for a batch, optionally averaged with those of the horizontally flipped batch."
     x = x.to(self.device, non_blocking=True)
     if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
-    p = self.model(x).float().softmax(1)
-    if (self.tta if tta is None else tta): p = (p + self.model(x.flip(3)).float().softmax(1))/2
+    net = self.net
+    p = net(x).float().softmax(1)
+    if (self.tta if tta is None else tta): p = (p + net(x.flip(3)).float().softmax(1))/2
     if p.shape[1] != len(self.classes):
         raise ValueError(f"the model has {p.shape[1]} outputs but the predictor {len(self.classes)} classes")
     return p.cpu()
