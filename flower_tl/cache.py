@@ -63,8 +63,7 @@ def _fold_pairs(module:nn.Module):
         if not (isinstance(conv, nn.Conv2d) and (type(bn) is nn.BatchNorm2d or _bn_act(bn)) and bn.track_running_stats): continue
         scale = (bn.weight if bn.affine else 1)/torch.sqrt(bn.running_var + bn.eps)
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        w = (conv.weight*scale.reshape(-1, 1, 1, 1)).contiguous(memory_format=_layout_of(conv.weight))
-        conv.weight = nn.Parameter(w, requires_grad=False)
+        conv.weight = nn.Parameter(conv.weight*scale.reshape(-1, 1, 1, 1), requires_grad=False)   # keeps the weight's layout
         conv.bias = nn.Parameter((bias - bn.running_mean)*scale + (bn.bias if bn.affine else 0), requires_grad=False)
         setattr(module, bn_name, nn.Sequential(bn.drop, bn.act) if _bn_act(bn) else nn.Identity())
     for child in module.children(): _fold_pairs(child)
@@ -72,9 +71,6 @@ def _fold_pairs(module:nn.Module):
 def _bn_act(m:nn.Module) -> bool:
     "timm's `BatchNormAct2d`: BatchNorm, then `drop`, then `act` (named, not imported: timm loads only with a model)."
     return type(m).__name__ == 'BatchNormAct2d' and isinstance(m, nn.BatchNorm2d) and hasattr(m, 'drop') and hasattr(m, 'act')
-
-def _layout_of(t:torch.Tensor):
-    return torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() else torch.contiguous_format
 
 # %% ../nbs/02c_cache.ipynb #66ba00c1
 def fold_bn(prefix, # The frozen leading stages (from `split_at`); anything but an `nn.Module` is handed back as it is
@@ -126,7 +122,7 @@ class FeatureCache:
 def checksum(tensors, # Weights and buffers, e.g. `module.state_dict().values()`
             ) -> torch.Tensor: # One float64 sum per floating-point tensor, on the CPU
     "A cheap checksum of weights: any training step that touches them changes it."
-    with torch.no_grad(): return torch.stack([v.detach().double().sum().cpu() for v in tensors if v.is_floating_point()])
+    with torch.no_grad(): return torch.stack([v.detach().double().sum() for v in tensors if v.is_floating_point()]).cpu()   # one copy from the device
 
 @patch
 def fingerprint(self:FeatureCache, cut:int, # The stages before `cut` (all of the body, for other layouts)
