@@ -63,6 +63,8 @@ class AvgStats:
         for k in self._FIELDS: setattr(self, k, list(sd[k]) if isinstance(sd[k], list) else sd[k])
 
 # %% ../nbs/02d_callbacks.ipynb #ce5f17c4
+def _size(r): return f"  (photos at {r['size']} px)" if 'size' in r else ''
+
 class ProgressCB(Callback):
     "Print the epoch table (when `learn.verbose`) and draw a progress bar for each pass (`learn.progress`)."
     COLS = ('Epoch', 'Trn_loss', 'Val_loss', 'Trn_acc', 'Val_acc', 'Time')
@@ -70,7 +72,7 @@ class ProgressCB(Callback):
     def _row(self, learn, r, best):
         if learn.verbose:
             print(f"{r['epoch']:>5}  {r['trn_loss']:>8.4f}  {r['val_loss']:>8.4f}  {r['trn_acc']:>7.4f}  "
-                  f"{r['val_acc']:>7.4f}  {r['time']:>6.1f}s{'  *' if best else ''}", flush=True)
+                  f"{r['val_acc']:>7.4f}  {r['time']:>6.1f}s{'  *' if best else ''}{_size(r)}", flush=True)
 
     def before_fit(self, learn):
         if learn.verbose: print('  '.join(f"{c:>{w}}" for c, w in zip(self.COLS, (5, 8, 8, 7, 7, 7))), flush=True)
@@ -104,7 +106,7 @@ def train_state(learn) -> dict: # Tensors and plain data only, as `torch.load(we
     fs = learn.fit_state
     return dict(rng=torch.get_rng_state(), loader_rng=None if g is None else g.get_state(),
                 cuda_rng=torch.cuda.get_rng_state_all() if learn.device.type == 'cuda' else None,
-                **{k: fs[k] for k in ('fit_epoch', 'fit_epochs', 'stage', 'cached', 'views', 'clean', 'frozen_stages', 'flip')},
+                **{k: fs[k] for k in ('fit_epoch', 'fit_epochs', 'stage', 'cached', 'views', 'clean', 'frozen_stages', 'flip')}, sizes=fs.get('sizes'),
                 epoch=learn.epoch, best_acc=learn.best_acc, best_epoch=learn.best_epoch, guard_log=list(learn.guard_log),
                 train_stats=learn.train_stats.state_dict(), valid_stats=learn.valid_stats.state_dict(),
                 scaler=None if learn.scaler is None else learn.scaler.state_dict())
@@ -135,6 +137,8 @@ def _check_resumable(path, ckpt, fs, model=None):
     if (ts['cached'], ts['views'], ts.get('clean', False), ts.get('flip', False)) != now:
         raise UserError(f"{path} was saved with cache={ts['cached']}, views={ts['views']}, "
                         f"clean={ts.get('clean', False)}, flip={ts.get('flip', False)}: resume with the same")
+    if ts.get('sizes') != fs.get('sizes'):
+        raise UserError(f"{path} was saved with sizes={ts.get('sizes')} (the side of the photos in each epoch): resume with the same")
     return ts
 
 def resume_run(learn, # A learner set up for the same fit (`learn.fit_state`), optimizer and schedule built

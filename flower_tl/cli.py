@@ -169,6 +169,10 @@ def _settings(device, arch, lr, given:dict, name:str=None) -> dict:
         raise UserError(f"{argname('label_smoothing')} must be a number from 0 to less than 1; got {e!r}")
     if r['freeze_to'] is not None: check_count(argname('freeze_to'), abs(r['freeze_to']))   # a whole number
     if r['freeze_to'] == 0: r['freeze_to'] = None   # 0: train everything in stage 2
+    if r['progressive'] and r['freeze_to'] is not None and r['cache']:   # cached inputs have one size
+        if 'progressive' in given: raise UserError(f"{option('progressive')} needs photos in stage 2 (cached inputs have one size): "
+                                                  f"give {option('cache', False)}")
+        r['progressive'] = False
     return r
 
 def _check_freeze_to(freeze_to, model):
@@ -244,7 +248,7 @@ def closing_line(learn, # The learner of the run, after training
 # %% ../nbs/05_cli.ipynb #5900733f
 def _plan(learn, r:dict, budget:float) -> dict:
     "Time the recipe's work on one batch, print the plan that fits `budget` seconds, and return the recipe with its epochs."
-    plan = plan_epochs(r, probe(learn, r), len(learn.data.train_ds), len(learn.data.valid_ds), budget)
+    plan = plan_epochs(r, probe(learn, r), len(learn.data.train_ds), len(learn.data.valid_ds), budget, size=learn.data.size)
     plan = learn.dist.broadcast(plan)   # the processes time their own batches; rank 0's plan counts
     _say(plan_text(plan, budget, r))
     return {**r, 'freeze_epochs': plan['freeze_epochs'], 'epochs': plan['epochs']}
@@ -277,7 +281,7 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
               recipe:str=None, # 'cpu', 'quick', 'gpu' or 'long': whose settings (`flower_tl.fine_tune.RECIPES`); None: the one for the device and `arch`
               time_budget=None, # A time budget for training ('30m', '1h30m', or minutes): plan the epochs to fit it (see `plan_epochs`)
               frozen_bf16:bool=False, # Run the frozen stages in bfloat16 (`Learner(frozen_amp='bf16')`): faster on CPUs with AMX only
-              **kwargs, # Other settings of the `recipe`: `lr2`, `lr2_cap`, `body_div`, `freeze_to` (0: everything), `views`, `clean`, `flip`, `cache`, `label_smoothing`
+              **kwargs, # Other settings of the `recipe`: `lr2`, `lr2_cap`, `body_div`, `freeze_to` (0: everything), `views`, `clean`, `flip`, `cache`, `label_smoothing`, `progressive`
              ) -> dict: # `out`, `checkpoint` (best.pth), `metrics` (as in metrics.json) and the `learner`
     "`flower_tl train`: fine-tune a pretrained CNN; write the best checkpoint, curves and metrics into `out`."
     t_start = time.time()
@@ -561,6 +565,9 @@ def _train_parser(sub, pp:dict):
     r.add_argument('--cache', action=argparse.BooleanOptionalAction, default=None,
                    help="with --freeze-to, train stage 2 on cached outputs of the frozen stages; --no-cache: on augmented "
                    "photos through them, slower an epoch (default: --no-cache for --recipe cpu, --cache for quick)")
+    r.add_argument('--progressive', action=argparse.BooleanOptionalAction, default=None,
+                   help="stage 2 on smaller photos first (the last 30%% of its epochs at full size, the others from about 70%% "
+                   "of it: ten epochs for the cost of seven) (default: on for --recipe cpu, which stage 2 trains on photos)")
     r.add_argument('--label-smoothing', type=float, default=None, metavar='E', help=f"label smoothing {both('label_smoothing')}")
 
 # %% ../nbs/05_cli.ipynb #e4fbd64f

@@ -90,12 +90,13 @@ def argname(name:str, # The Python argument's name, e.g. 'skip_bad'
     return (flag or '--' + name.replace('_', '-')) if _CLI.get() else name
 
 def option(name:str, # The Python argument's name
-           value=True, # Its value; True for a switch
+           value=True, # Its value; True for a switch, False for a switch's `--no-` form
            flag:str=None, # The command's flag where it is not `--` + `name` with dashes
-          ) -> str: # '--overwrite' or '--resume runs/x/last.pth' on the command line; 'overwrite=True' from Python
+          ) -> str: # '--overwrite', '--no-cache' or '--resume runs/x/last.pth' on the command line; 'overwrite=True' from Python
     "How the user sets argument `name` to `value` where the message will be read."
     if isinstance(value, os.PathLike): value = os.fspath(value)
     if not _CLI.get(): return f"{name}={value!r}"
+    if value is False: return '--no-' + argname(name, flag)[2:]
     return argname(name, flag) + ('' if value is True else ' ' + shlex.quote(str(value)))
 
 # %% ../nbs/00_core.ipynb #e6e27b25

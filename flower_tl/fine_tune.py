@@ -14,16 +14,17 @@ import torch
 from .core import UserError, argname, autocast, fastest, to_device
 from .models import keep_modes
 from .cache import fold_bn, n_stages, split_at
-from .train import Learner
+from .train import Learner, progressive_sizes
 
 # %% ../nbs/03a_fine_tune.ipynb #b92fe44e
 DEFAULT_LR = 1e-2
 GPU_RECIPE = dict(bs=32, freeze_epochs=1, epochs=5, lr=DEFAULT_LR, lr2=None, lr2_cap=1.0, body_div=10.0, train='all',
-                  views=1, clean=False, flip=False, cache=True, label_smoothing=0.0)
+                  views=1, clean=False, flip=False, cache=True, label_smoothing=0.0, progressive=False)
 QUICK_RECIPE = dict(bs=64, freeze_epochs=20, epochs=6, lr=0.05, lr2=None, lr2_cap=1.0, body_div=2.0, train='last', views=0,
-                    clean=True, flip=True, cache=True, label_smoothing=0.1)   # the last block on cached inputs: minutes on a CPU
-CPU_RECIPE = dict(QUICK_RECIPE, bs=32, epochs=7, lr2_cap=2.0, body_div=10.0, train='late', flip=False, cache=False)   # on photos
-LONG_RECIPE = dict(CPU_RECIPE, epochs=12, lr2_cap=1.0, train='all')   # the same stage 1, then the whole network
+                    clean=True, flip=True, cache=True, label_smoothing=0.1, progressive=False)   # the last block on cached inputs: minutes on a CPU
+CPU_RECIPE = dict(QUICK_RECIPE, bs=32, epochs=10, lr2_cap=2.0, body_div=10.0, train='late', flip=False, cache=False,
+                  progressive=True)   # on photos, smaller ones first
+LONG_RECIPE = dict(CPU_RECIPE, epochs=12, lr2_cap=1.0, train='all', progressive=False)   # the same stage 1, then the whole network
 RECIPES = dict(cpu=CPU_RECIPE, quick=QUICK_RECIPE, gpu=GPU_RECIPE, long=LONG_RECIPE)
 # where stage 2 starts when it trains the 'late' stages: after those that work at 1/8 of the image's size or more
 LATE_STAGES = dict(efficientnet_lite0=6, resnet18=5, resnet34=8, resnet50=8, resnet101=8)
@@ -31,7 +32,7 @@ LATE_STAGES = dict(efficientnet_lite0=6, resnet18=5, resnet34=8, resnet50=8, res
 def recipe(device, # Where training runs: 'cpu', 'cuda', ...
            arch:str='resnet50', # Backbone, one of `flower_tl.models.ARCHS`
            name:str=None, # 'cpu', 'quick', 'gpu' or 'long' (a key of `RECIPES`); None: the one for `device` and `arch`
-          ) -> dict: # `bs, freeze_epochs, epochs, lr, lr2, lr2_cap, body_div, freeze_to, views, clean, flip, cache, label_smoothing`
+          ) -> dict: # `bs, freeze_epochs, epochs, lr, lr2, lr2_cap, body_div, freeze_to, views, clean, flip, cache, label_smoothing, progressive`
     "The settings `flower_tl train` uses unless told otherwise: the classic recipe on a GPU, the CPU recipe (a ResNet: the quick one) on a CPU."
     if name is None: name = 'gpu' if torch.device(device).type != 'cpu' else 'cpu' if arch == 'efficientnet_lite0' else 'quick'
     if name not in RECIPES: raise UserError(f"{argname('recipe')} must be one of {', '.join(RECIPES)}; got {name!r}")
@@ -63,10 +64,10 @@ def fine_tune_recipe(learn:Learner, # A learner built with the recipe's `bs` and
                      resume=None, # The `last.pth` of an interrupted run of the same recipe
                      **kwargs, # Other arguments of `Learner.fine_tune` (`lr2_cap_steps=`, `sched=`)
                     ) -> list: # One dict per epoch of both stages
-    "Both stages of recipe `r` on `learn` (`Learner.fine_tune` with the recipe's epochs, rates, split and cache)."
+    "Both stages of recipe `r` on `learn` (`Learner.fine_tune` with the recipe's epochs, rates, split, cache and sizes)."
     return learn.fine_tune(r['epochs'], r['lr'], freeze_epochs=r['freeze_epochs'], lr2=r['lr2'], lr2_cap=r['lr2_cap'],
                            body_div=r['body_div'], views=r['views'], clean=r['clean'], freeze_to=r['freeze_to'], flip=r['flip'],
-                           cache=r['cache'], resume=resume, **kwargs)
+                           cache=r['cache'], progressive=r['progressive'], resume=resume, **kwargs)
 
 # %% ../nbs/03a_fine_tune.ipynb #eb6ec4c0
 def parse_duration(s, # '90s', '30m', '1h30m', '2h', or a plain number of minutes
@@ -137,7 +138,8 @@ def plan_epochs(r:dict, # The recipe (see `recipe`); its epochs are the most the
                 n_valid:int, # Validation photos
                 budget:float, # Seconds the training may take
                 margin:float=0.9, # Plan within this fraction of the budget
-               ) -> dict: # `freeze_epochs`, `epochs` and the estimated `seconds` of each phase
+                size:int=224, # The data's size, at which `rates` were measured (for a `progressive` recipe's smaller photos)
+               ) -> dict: # `freeze_epochs`, `epochs`, stage 2's `sizes` (None: the data's) and the estimated `seconds` of each phase
     "The recipe's epochs, or fewer (stage 2's first) so that the estimated time fits `margin` of `budget`; a `UserError` if none fit."
     cached2 = r['freeze_to'] is not None and r['cache']   # stage 2 on cached inputs, or on photos through the frozen stages
     photo = 0 if cached2 else rates['load'] + rates['prefix']
@@ -145,22 +147,31 @@ def plan_epochs(r:dict, # The recipe (see `recipe`); its epochs are the most the
     cache = (n_train*passes + n_valid)*(rates['cache'] + rates['load'])
     head = (n_train + n_valid)*rates['head']   # a linear head on cached features: next to nothing
     epoch2 = n_train*rates['step'] + n_valid*rates['eval'] + (n_train + n_valid)*photo
+    def sizes(e): return progressive_sizes(size, e) if r['progressive'] and not cached2 and e else None
+    def stage2(e):   # smaller photos cost their pixels' share of the frozen and trained stages; reading and validation do not
+        px = sum((s/size)**2 for s in sizes(e)) if sizes(e) else e
+        return e*epoch2 - (e - px)*n_train*(rates['step'] + (0 if cached2 else rates['prefix']))
     sweep = 0 if r['lr2'] is not None else 100*r['bs']*(rates['step'] + photo)   # stage 2's range test
     left = margin*budget - cache - sweep
     e1, e2 = r['freeze_epochs'], r['epochs']
-    if e2 and e1*head + e2*epoch2 > left: e2 = max(int((left - e1*head)//epoch2), 1 if left > head + epoch2 else 0)
-    if e1*head + e2*epoch2 > left: e1 = max(int((left - e2*epoch2)//head), 0) if head > 0 else e1
-    need = (cache + sweep + head + (epoch2 if r['epochs'] else 0))/margin
+    if e2 and e1*head + stage2(e2) > left:
+        e2 = next((e for e in range(e2 - 1, 0, -1) if e1*head + stage2(e) <= left), 1 if left > head + stage2(1) else 0)
+    if e1*head + stage2(e2) > left: e1 = max(int((left - stage2(e2))//head), 0) if head > 0 else e1
+    need = (cache + sweep + head + (stage2(1) if r['epochs'] else 0))/margin
     if (r['epochs'] and e2 < 1) or (r['freeze_epochs'] and e1 < 1):
         first = f"the pass over the photos (~{cache:.0f} s)" + (f" and stage 2's range test (~{sweep:.0f} s)" if sweep else '')
         raise UserError(f"{argname('time_budget', '--time')}: {budget:.0f} s is too short for this data on this machine: "
                         f"{first} come before any epoch; give at least {math.ceil(need/60)} minutes")
-    return dict(freeze_epochs=e1, epochs=e2, seconds=dict(cache=cache, stage1=e1*head, sweep=sweep, stage2=e2*epoch2))
+    return dict(freeze_epochs=e1, epochs=e2, sizes=sizes(e2), seconds=dict(cache=cache, stage1=e1*head, sweep=sweep, stage2=stage2(e2)))
+
+def _sizes_text(sizes) -> str:
+    if not sizes or len(set(sizes)) == 1: return ''
+    return f" ({', '.join(f'{sizes.count(s)} at {s} px' for s in sorted(set(sizes)))})"
 
 def plan_text(plan:dict, budget:float, r:dict) -> str:
     "The plan as one line: the phases, their estimated times and the total, against the budget."
     s = plan['seconds']; total = sum(s.values())
     cut = [f"{k} {r[k]} -> {plan[k]}" for k in ('freeze_epochs', 'epochs') if plan[k] != r[k]]
     return (f"time budget {budget/60:.1f} min; plan: caching ~{s['cache']:.0f} s, stage 1 {plan['freeze_epochs']} epochs "
-            f"~{s['stage1']:.0f} s, stage-2 range test ~{s['sweep']:.0f} s, stage 2 {plan['epochs']} epochs ~{s['stage2']:.0f} s: "
+            f"~{s['stage1']:.0f} s, stage-2 range test ~{s['sweep']:.0f} s, stage 2 {plan['epochs']} epochs{_sizes_text(plan.get('sizes'))} ~{s['stage2']:.0f} s: "
             f"~{total/60:.1f} min in all" + (f" (cut to fit: {', '.join(cut)})" if cut else " (the recipe as it is)"))

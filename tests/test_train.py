@@ -87,6 +87,20 @@ def test_fine_tune_resumes_in_stage_two(tmp_path):
     c.fine_tune(2, 0.05, freeze_epochs=2, lr2=0.025, resume=tmp_path/'b'/'last.pth')
     assert same_weights(a, c) and strip(c.history) == strip(a.history)
 
+@pytest.mark.outcome
+def test_progressive_fit_resumes_bitwise(tmp_path):
+    "Smaller photos first (`fit(sizes=...)`); Ctrl-C in epoch 2, resume: the same sizes, weights and history; other sizes are refused."
+    kw = dict(lr=0.05, sched='one_cycle', sizes=[32, 48, 64])
+    a = make(tmp_path/'a', size=64); a.fit(3, **kw)
+    assert [r['size'] for r in a.history] == [32, 48, 64]
+    b = make(tmp_path/'b', size=64)
+    b.loss_func = InterruptAt(calls_per_epoch(b) + 2)  # in epoch 2
+    with pytest.raises(KeyboardInterrupt): b.fit(3, **kw)
+    with pytest.raises(UserError, match=r'saved with sizes=\[32, 48, 64\]'):
+        make(tmp_path/'b', size=64).fit(3, lr=0.05, sched='one_cycle', resume=tmp_path/'b'/'last.pth')
+    c = make(tmp_path/'b', size=64); c.fit(3, **kw, resume=tmp_path/'b'/'last.pth')
+    assert same_weights(a, c) and strip(c.history) == strip(a.history)
+
 def test_stage_two_trains_with_its_own_optimizer():
     made = []
     def opt_func(groups, lr):
