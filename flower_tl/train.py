@@ -378,21 +378,21 @@ def fit(self:Learner,
         lr:float=None, # Learning rate (of the head, with `body_lr`); the optimizer's current rates if None
         body_lr:float=None, # Learning rate of the body; `lr` if None
         sched=None, # None (constant), 'one_cycle' (`OneCycleLR` up to `lr`), or `f(optimizer, total_steps)`
-        cache:bool=None, # Train on cached outputs of the frozen leading stages; None: if they take <= `max_cache_gb`
+        cache:bool=None, # Train on cached outputs of the frozen leading stages; None: if they take <= `max_cache_gb` (and no `sizes`)
         views:int=1, # Augmented views per training image in the cache
         clean:bool=False, # Also cache the plain centre crop of each training image (as one more view)
         flip:bool=False, # Mirror cached feature maps (not pooled features) of a random half of the images each epoch
         sizes:list=None, # Side of the training photos in each epoch (see `progressive_sizes`); the data's size if None
         resume:Path=None, # Continue from this checkpoint (a `last.pth` written by an interrupted `fit`)
         cbs:list=None, # Callbacks for this fit only, after the learner's own
-       ) -> list: # One dict per epoch of this call: `epoch, stage, trn_loss, val_loss, trn_acc, val_acc, lr, time`
+       ) -> list: # One dict per epoch of this call: `epoch, stage, trn_loss, val_loss, trn_acc, val_acc, lr, time` (and `size`)
     "Train for `epochs` epochs, validating after each; keep statistics, and the best checkpoint on validation accuracy."
     check_count(argname('epochs'), epochs, 1); check_count(argname('views'), views, 0)
     if views + bool(clean) < 1: raise UserError("views=0 needs clean=True: the cache needs at least one view")
     lr, body_lr = _check_lr('lr', lr), _check_lr('body_lr', body_lr)
     cut = self.frozen_stages
     stage = _stage_name(self.model, cut)
-    if cache is None: cache = cut > 0 and (stage == 'frozen' or self.cache.size_gb(cut, views, clean) <= self.max_cache_gb)
+    if cache is None: cache = sizes is None and cut > 0 and (stage == 'frozen' or self.cache.size_gb(cut, views, clean) <= self.max_cache_gb)
     if cache and not cut:
         raise UserError("cache=True needs frozen leading stages (freeze(bn=True) or freeze_to(n, bn=True)): "
                         "the features change while they train")
