@@ -37,16 +37,8 @@ def cpu_flags() -> dict:
 
 
 def main(args) -> dict:
-    torch.set_num_threads(args.threads); torch.manual_seed(0)
-    arch, info = 'efficientnet_lite0', arch_info('efficientnet_lite0')
-    data = FlowerData.from_folder(size=args.size, mean=info['mean'], std=info['std'], bs=args.bs, num_workers=0)
-    learn = Learner(data, create_model(arch, data.n_classes), device='cpu', progress=False, verbose=False)
-    learn.freeze_to(LATE_STAGES[arch], bn=True)
-    learn.create_opt(1e-3, 1e-4)
-    learn._train_mode()
+    learn, x, y = stage2_learner(args)
     model, dev = learn.model, learn.device
-    x = torch.randn(args.bs, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, data.n_classes, (args.bs,))
     fwd = {'fp32': model, 'bf16': FrozenPrefix(*split_at(model, learn.frozen_stages), dev, torch.bfloat16)}
     prefix = split_at(model, learn.frozen_stages)[0]
 
@@ -69,7 +61,7 @@ def main(args) -> dict:
     res = {w: dict(fp32_s=statistics.median(times[(w, 'fp32')]), bf16_s=statistics.median(times[(w, 'bf16')])) for w in work}
     for v in res.values(): v['ratio'] = v['fp32_s']/v['bf16_s']
     out = dict(machine=dict(cpu_flags(), threads=args.threads, torch=torch.__version__), size=args.size, bs=args.bs,
-               freeze_to=LATE_STAGES[arch], repeats=args.repeats, steps=args.steps, results=res)
+               freeze_to=learn.frozen_stages, repeats=args.repeats, steps=args.steps, results=res)
     for w, v in res.items():
         print(f"{w:>6}: float32 {v['fp32_s']*1000:7.0f} ms, bf16 {v['bf16_s']*1000:7.0f} ms a batch: "
               f"bf16 {'%.2fx faster' % v['ratio'] if v['ratio'] >= 1 else '%.2fx slower' % (1/v['ratio'])}")
@@ -78,6 +70,16 @@ def main(args) -> dict:
         Path(args.json).write_text(json.dumps(out, indent=1) + '\n')
     return out
 
+
+def stage2_learner(args) -> tuple:
+    "The CPU recipe's stage 2 as these benchmarks time it: `(learner, images, targets)`, Lite0 frozen up to `LATE_STAGES`, its optimizer built, in training mode, one synthetic channels-last batch of `args.bs` at `args.size` px."
+    torch.set_num_threads(args.threads); torch.manual_seed(0)
+    arch, info = 'efficientnet_lite0', arch_info('efficientnet_lite0')
+    data = FlowerData.from_folder(size=args.size, mean=info['mean'], std=info['std'], bs=args.bs, num_workers=0)
+    learn = Learner(data, create_model(arch, data.n_classes), device='cpu', progress=False, verbose=False)
+    learn.freeze_to(LATE_STAGES[arch], bn=True); learn.create_opt(1e-3, 1e-4); learn._train_mode()
+    x = torch.randn(args.bs, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
+    return learn, x, torch.randint(0, data.n_classes, (args.bs,))
 
 def parser(doc:str) -> argparse.ArgumentParser:
     "The options of a side-by-side timing of the CPU recipe's work (this script's, and `bench_fold.py`'s)."

@@ -22,26 +22,15 @@ from pathlib import Path
 
 import torch
 
-from bench_bf16 import parser   # the same options
+from bench_bf16 import parser, stage2_learner   # the same options and set-up
 from flower_tl.cache import fold_bn, n_stages, split_at
-from flower_tl.data import FlowerData
 from flower_tl.models import keep_modes
-from flower_tl.fine_tune import LATE_STAGES
-from flower_tl.train import FrozenPrefix, Learner, arch_info, create_model
+from flower_tl.train import FrozenPrefix
 
 
 def main(args) -> dict:
-    torch.set_num_threads(args.threads); torch.manual_seed(0)
-    arch, info = 'efficientnet_lite0', arch_info('efficientnet_lite0')
-    data = FlowerData.from_folder(size=args.size, mean=info['mean'], std=info['std'], bs=args.bs, num_workers=0)
-    learn = Learner(data, create_model(arch, data.n_classes), device='cpu', progress=False, verbose=False)
-    cut = LATE_STAGES[arch]
-    learn.freeze_to(cut, bn=True)
-    learn.create_opt(1e-3, 1e-4)
-    learn._train_mode()
-    model, dev = learn.model, learn.device
-    x = torch.randn(args.bs, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, data.n_classes, (args.bs,))
+    learn, x, y = stage2_learner(args)
+    model, dev, cut = learn.model, learn.device, learn.frozen_stages
     prefix, suffix = split_at(model, cut)
     body = split_at(model, n_stages(model) - 1)[0]
     plain = dict(prefix=prefix, body=body.eval(), step=FrozenPrefix(prefix, suffix, dev, None), predict=model)

@@ -16,24 +16,16 @@ from pathlib import Path
 
 import torch
 
-from bench_bf16 import parser   # the same options
+from bench_bf16 import parser, stage2_learner   # the same options and set-up
 from flower_tl.cache import fold_bn, split_at
-from flower_tl.data import FlowerData
-from flower_tl.fine_tune import LATE_STAGES
-from flower_tl.train import FrozenPrefix, Learner, arch_info, create_model, progressive_sizes, resized
+from flower_tl.train import FrozenPrefix, progressive_sizes, resized
 
 
 def main(args) -> dict:
-    torch.set_num_threads(args.threads); torch.manual_seed(0)
-    arch, info = 'efficientnet_lite0', arch_info('efficientnet_lite0')
-    data = FlowerData.from_folder(size=args.size, mean=info['mean'], std=info['std'], bs=args.bs, num_workers=0)
-    learn = Learner(data, create_model(arch, data.n_classes), device='cpu', progress=False, verbose=False)
-    cut = LATE_STAGES[arch]
-    learn.freeze_to(cut, bn=True); learn.create_opt(1e-3, 1e-4); learn._train_mode()
+    learn, x, y = stage2_learner(args)
+    cut = learn.frozen_stages
     prefix, suffix = split_at(learn.model, cut)
     model = FrozenPrefix(fold_bn(prefix), suffix, learn.device, None)
-    x = torch.randn(args.bs, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, data.n_classes, (args.bs,))
     sides = sorted(set(progressive_sizes(args.size, 10)))
 
     def step(side):
