@@ -147,7 +147,7 @@ def test_hung_rank_times_out_without_torchrun(tmp_path):
     "Two processes started by hand (no torchrun to watch them); rank 1 hangs: rank 0 gives up after the timeout."
     out, port = tmp_path/'out', free_port()
     env = {**os.environ, **ENV, 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port), 'WORLD_SIZE': '2',
-           'FLOWER_TL_DIST_TIMEOUT': '5'}
+           'FLOWER_TL_DIST_TIMEOUT': '15'}   # 15 s: room for a loaded machine (pytest -n 2) between two healthy collectives
     cmd = [sys.executable, '-m', 'tests.fault_hooks', '1:2:2:hang', *map(str, TRAIN), '--out', str(out)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                               env={**env, 'RANK': str(r), 'LOCAL_RANK': str(r)}) for r in (0, 1)]
@@ -158,7 +158,7 @@ def test_hung_rank_times_out_without_torchrun(tmp_path):
         assert procs[0].returncode == 1, (so[-2000:], se[-3000:])
         lines = [l for l in se.splitlines() if l.startswith('flower_tl train: error:')]
         assert len(lines) == 1 and 'Traceback' not in se, se[-3000:]
-        assert 'rank 0 of 2' in lines[0] and 'waited 5 s' in lines[0] and 'FLOWER_TL_DIST_TIMEOUT' in lines[0]
+        assert 'rank 0 of 2' in lines[0] and 'waited 15 s' in lines[0] and 'FLOWER_TL_DIST_TIMEOUT' in lines[0]
     finally:
         for p in procs:
             if p.poll() is None: p.kill()
