@@ -4,6 +4,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Under pytest-xdist (`pytest -n 2`, as the README and CI run the tests) each worker, and every process a test starts,
+# runs on one thread unless OMP_NUM_THREADS says otherwise. Two workers of two threads each on two cores made the
+# suite slower than one worker (1020 s against 814 to 898 s); one thread each took 574 s.
+if os.environ.get('PYTEST_XDIST_WORKER') and 'OMP_NUM_THREADS' not in os.environ:
+    os.environ['OMP_NUM_THREADS'] = '1'
+
 def ctrl_c_delivered():
     "`preexec_fn` for a child that a test interrupts: SIGINT back to its default, as a terminal's Ctrl-C finds it."
     # a shell's background job (`cmd &`) ignores SIGINT, its children inherit that, and Python then never raises KeyboardInterrupt
