@@ -149,7 +149,7 @@ def plan_epochs(r:dict, # The recipe (see `recipe`); its epochs are the most the
     epoch2 = n_train*rates['step'] + n_valid*rates['eval'] + (n_train + n_valid)*photo
     def sizes(e): return progressive_sizes(size, e) if r['progressive'] and not cached2 and e else None
     def stage2(e):   # smaller photos cost their pixels' share of the frozen and trained stages; reading and validation do not
-        px = sum((s/size)**2 for s in sizes(e)) if sizes(e) else e
+        sz = sizes(e); px = sum((s/size)**2 for s in sz) if sz else e
         return e*epoch2 - (e - px)*n_train*(rates['step'] + (0 if cached2 else rates['prefix']))
     sweep = 0 if r['lr2'] is not None else 100*r['bs']*(rates['step'] + photo)   # stage 2's range test
     left = margin*budget - cache - sweep

@@ -192,8 +192,8 @@ def test_help_on_every_command():
     (['train', '--data', SAMPLE, '--arch', 'efficientnet_lite0', '--out', 'RUN'], ['not empty', '--overwrite']),
     (['predict', '--checkpoint', 'CKPT', '--images', SAMPLE/'test', '--csv', 'CSV'], ['already exists', '--overwrite']),
     (['train', '--data', SAMPLE, '--lr', '0.1', '--lr-find'], ['not allowed with']),
-    (['predict', '--images', 'x'], ['--checkpoint', '--help']),
-    (['train', '--data', SAMPLE, '--arch', 'efficientnet_lite0', '--recipe', 'quick', '--progressive'], ['--progressive needs photos', '--no-cache']),   # argparse's usage errors are one line too
+    (['predict', '--images', 'x'], ['--checkpoint', '--help']),   # argparse's usage errors are one line too
+    (['train', '--data', SAMPLE, '--arch', 'efficientnet_lite0', '--recipe', 'quick', '--progressive'], ['--progressive needs photos', '--no-cache']),
 ])
 def test_user_errors(args, needles, junk, run, tmp_path):
     out, _ = run
