@@ -29,6 +29,7 @@ lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 lite_requirements = shlex.split(cfg.get('lite_requirements', ''))
 flowers102_requirements = shlex.split(cfg.get('flowers102_requirements', ''))
+docs_requirements = shlex.split(cfg.get('docs_requirements', ''))
 
 setuptools.setup(
     name = cfg['lib_name'],
@@ -39,12 +40,17 @@ setuptools.setup(
         'Natural Language :: ' + cfg['language'].title(),
     ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]] + (['License :: ' + lic[1] ] if lic[1] else []),
     url = cfg['git_url'],
-    packages = setuptools.find_packages(),
-    include_package_data = True,
+    # `pip install -e .` then puts the clone itself on sys.path, so that a folder named flower_tl in the current
+    # folder (the clone, seen from the folder above it) cannot pass for the package
+    package_dir = {'': '.'},
+    # the library alone: tests/, bench/ and tools/ stay in the repository, out of the wheel
+    packages = setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
+    # the sample's files are named below; True would also warn that each of its folders is a package left out
+    include_package_data = False,
     package_data = {cfg['lib_name']: ['sample_data/*.json', 'sample_data/*.csv', 'sample_data/*.md',
                                       'sample_data/*/*', 'sample_data/*/*/*']},
     install_requires = requirements,
-    extras_require = {'dev': dev_requirements, 'lite': lite_requirements, 'flowers102': flowers102_requirements},
+    extras_require = {'dev': dev_requirements, 'lite': lite_requirements, 'flowers102': flowers102_requirements, 'docs': docs_requirements},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

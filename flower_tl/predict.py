@@ -6,7 +6,7 @@
 __all__ = ['Predictions', 'Predictor', 'csv_accuracy', 'confusion_matrix', 'Evaluation']
 
 # %% ../nbs/04_predict.ipynb #775ddb2c
-import csv, os
+import csv, os, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,12 +15,15 @@ from torch import nn
 from fastcore.basics import patch
 from torch.utils.data import Dataset, Subset
 
-from .core import UserError, argname, atomic_open, check_count, check_device, check_writable, option
+from .core import (UserError, argname, atomic_open, autocast, check_count, check_device, check_not_input, check_writable,
+                            option)
 from .core import progress as _bar
-from .data import BadImageError, ImageList, Loader, TestDataset, eval_transform, load_rgb
+from .data import (BadImageError, ImageList, Loader, TestDataset, _few, _nfc, _shown, as_rgb, escape_name,
+                            eval_transform, load_rgb, show_preds)
 from .distributed import Dist
-from .models import model_from_checkpoint
-from .cache import checksum, fold_bn
+from .loop import item_losses
+from .models import checksum, fold_bn, keep_modes, model_from_checkpoint
+from .train import Learner
 
 # %% ../nbs/04_predict.ipynb #aba6774a
 class _Tolerant(Dataset):
@@ -38,6 +41,20 @@ def _collate(items):
     x = torch.stack([it[0] for it in good]) if good else None
     return (x, torch.tensor([it[1] for it in good], dtype=torch.long), [it[2] for it in good],
             [(it[2], it[3]) for it in items if it[0] is None])
+
+# %% ../nbs/04_predict.ipynb #ecd6ccbc
+_FORMULA = ('=', '+', '-', '@')   # what a spreadsheet takes for the start of a formula
+
+def _warn_names(path, files:list, rows:list):
+    "Warn, one line each, of the names written escaped and of the names a spreadsheet would run as formulas."
+    odd = [r['file_name'] for f, r in zip(files, rows) if r['file_name'] != f]
+    if odd: warnings.warn(f"{len(odd)} file name{'s are' if len(odd) > 1 else ' is'} not UTF-8 (or spell an escape): {path} "
+                          f"has {'them' if len(odd) > 1 else 'it'} with each odd byte as \\xNN and each backslash as \\x5c "
+                          f"({_few(odd, 3)}); flower_tl.data.unescape_name gives the bytes back")
+    risky = [v for r in rows for k in ('file_name', 'name') if (v := r.get(k, '')).startswith(_FORMULA)]
+    if risky: warnings.warn(f"{len(risky)} name{'s' if len(risky) > 1 else ''} in {path} begin{'' if len(risky) > 1 else 's'} "
+                            f"with =, +, - or @, which a spreadsheet may run as a formula ({_few(map(_shown, risky), 3)}): "
+                            "written exactly, as Kaggle expects; open the CSV as text, not in a spreadsheet")
 
 # %% ../nbs/04_predict.ipynb #bdaa5cd6
 @dataclass
@@ -60,14 +77,14 @@ class Predictions:
     def rows(self, details:bool=False, # Add the flower `name` and the probability `prob`
              topk:int=1, # Above 1, add a `topk` column with the K best `id:prob`, best first
             ) -> list: # One dict per image, in file-name order
-        "The predictions as CSV rows: `file_name` and `id`, and if asked `name`, `prob` and `topk`."
+        "The predictions as CSV rows: `file_name` and `id`, and if asked `name`, `prob` and `topk`; text as `escape_name` writes it."
         k = min(check_count(argname('topk'), topk, 1), len(self.classes))
         vals, idxs = self.probs.topk(k, dim=1) if len(self) else (torch.empty(0, k), torch.empty(0, k, dtype=torch.long))
-        out = []
+        out, cl, nm = [], [escape_name(c) for c in self.classes], [escape_name(n) for n in self.names]
         for f, v, i in zip(self.files, vals.tolist(), idxs.tolist()):
-            r = dict(file_name=f, id=self.classes[i[0]])
-            if details: r.update(name=self.names[i[0]], prob=f"{v[0]:.4f}")
-            if topk > 1: r['topk'] = ' '.join(f"{self.classes[j]}:{p:.4f}" for p, j in zip(v, i))
+            r = dict(file_name=escape_name(f), id=cl[i[0]])
+            if details: r.update(name=nm[i[0]], prob=f"{v[0]:.4f}")
+            if topk > 1: r['topk'] = ' '.join(f"{cl[j]}:{p:.4f}" for p, j in zip(v, i))
             out.append(r)
         return out
 
@@ -78,17 +95,19 @@ class Predictions:
               ) -> Path:
         "Write the classic `file_name,id` CSV (and any extra columns) atomically, rows in file-name order."
         cols = ['file_name', 'id'] + ['name', 'prob']*details + ['topk']*(topk > 1)
+        rows = self.rows(details, topk)
+        _warn_names(path, self.files, rows)
         with atomic_open(path, overwrite) as f:
             w = csv.DictWriter(f, cols, lineterminator='\n')
-            w.writeheader(); w.writerows(self.rows(details, topk))
+            w.writeheader(); w.writerows(rows)
         return Path(path)
 
     def summary(self, max_skipped:int=5, # List at most this many skipped files by name
                ) -> str:
         "One line: how many images were predicted, and how many were skipped and why."
-        s = f"predicted {len(self)} image{'s'*(len(self) != 1)} in {self.folder}" + (" with flip TTA" if self.tta else "")
+        s = f"predicted {len(self)} image{'s'*(len(self) != 1)} in {_shown(self.folder)}" + (" with flip TTA" if self.tta else "")
         if self.skipped:
-            s += f"; skipped {len(self.skipped)} unreadable: " + '; '.join(f"{n} ({r})" for n, r in self.skipped[:max_skipped])
+            s += f"; skipped {len(self.skipped)} unreadable: " + '; '.join(f"{_shown(n)} ({r})" for n, r in self.skipped[:max_skipped])
             if len(self.skipped) > max_skipped: s += f"; and {len(self.skipped) - max_skipped} more"
         return s
     def __repr__(self): return f"<Predictions: {self.summary()}>"
@@ -107,6 +126,7 @@ class Predictor:
                  channels_last:bool=True, # Run in channels-last memory layout (faster for these CNNs on CPU and GPU)
                  dist:Dist=None, # Processes that share folder predictions; from torchrun's variables (one process) if None
                  tta:bool=True, # Average each image with its mirror image unless a call says otherwise
+                 amp=None, # The autocast dtype of the forward pass (`flower_tl.core.amp_dtype`); None: float32
                 ):
         self.classes = [str(c) for c in classes]
         if isinstance(names, dict): names = [names.get(c, c) for c in self.classes]
@@ -115,10 +135,11 @@ class Predictor:
         self.mean, self.std, self.size, self.arch = tuple(mean), tuple(std), int(size), arch
         self.dist = dist if dist is not None else Dist.from_env(device)
         self.device = self.dist.device if self.dist.enabled else check_device(device)
-        self.channels_last, self.tta = bool(channels_last), bool(tta)
-        self.model = model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
+        self.channels_last, self.tta, self.amp_dtype = bool(channels_last), bool(tta), amp
+        self.model = model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         self.transform = eval_transform(self.size, self.mean, self.std)
         self._folded = None   # (checksum of the model's weights, `net` folded from them); see `net`
+        self.checkpoint = None   # the file it was loaded from, by `from_checkpoint`: an input no output may replace
 
     @classmethod
     def from_checkpoint(cls, path, # A checkpoint written by `flower_tl.models.save_checkpoint`
@@ -130,8 +151,19 @@ class Predictor:
         dist = dist if dist is not None else Dist.from_env(device)
         dev = dist.device if dist.enabled else check_device(device)
         model, ckpt = model_from_checkpoint(path, device=dev)
-        return cls(model, ckpt['classes'], ckpt['names'], ckpt['mean'], ckpt['std'], ckpt['size'], dev, ckpt.get('arch'),
-                   dist=dist, tta=tta)
+        p = cls(model, ckpt['classes'], ckpt['names'], ckpt['mean'], ckpt['std'], ckpt['size'], dev, ckpt.get('arch'),
+                dist=dist, tta=tta)
+        p.checkpoint = Path(path).expanduser()
+        return p
+
+    @classmethod
+    def from_learner(cls, learn:Learner, # A learner: its model (shared, not copied), classes, names and preprocessing
+                     tta:bool=False, # Average each image with its mirror image unless a call says otherwise
+                    ) -> 'Predictor':
+        "A predictor of a learner's model as it is now, in this process alone: what `Learner.get_preds` and `predict` use."
+        d = learn.data
+        return cls(learn.model, d.classes, d.names, d.mean, d.std, d.size, learn.device, learn.arch, learn.channels_last,
+                   dist=Dist(device=learn.device), tta=tta, amp=learn.amp_dtype)
 
     def __repr__(self):
         return (f"Predictor({self.arch or type(self.model).__name__}, {len(self.classes)} classes, "
@@ -152,14 +184,21 @@ def probs(self:Predictor, x:torch.Tensor, # A batch of prepared images, `(n, 3, 
           tta:bool=None, # Also run the mirror images and average the two softmax outputs; None: the predictor's `tta`
          ) -> torch.Tensor: # Class probabilities on the CPU, `(n, n_classes)`
     "Softmax probabilities for a batch, optionally averaged with those of the horizontally flipped batch."
+    return self._outputs(x, tta)[0].cpu()
+
+@patch
+@torch.no_grad()
+def _outputs(self:Predictor, x, tta):
+    "Probabilities (averaged with the mirror images' if `tta`) and the logits of `x`, on the device, the model in eval mode."
     x = x.to(self.device, non_blocking=True)
     if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
-    net = self.net
-    p = net(x).float().softmax(1)
-    if (self.tta if tta is None else tta): p = (p + net(x.flip(3)).float().softmax(1))/2
+    with keep_modes(self.model), autocast(self.device, self.amp_dtype):
+        self.model.eval(); net = self.net
+        logits = net(x).float(); p = logits.softmax(1)
+        if (self.tta if tta is None else tta): p = (p + net(x.flip(3)).float().softmax(1))/2
     if p.shape[1] != len(self.classes):
         raise ValueError(f"the model has {p.shape[1]} outputs but the predictor {len(self.classes)} classes")
-    return p.cpu()
+    return p, logits
 
 @patch
 def _describe(self:Predictor, p, topk):
@@ -168,27 +207,27 @@ def _describe(self:Predictor, p, topk):
     return dict(**top[0], topk=top)
 
 @patch
-def predict(self:Predictor, image, # A path to an image file, or a PIL image
+def predict(self:Predictor, image, # A path (`str`, `bytes`, `Path`), a PIL image, a uint8 array (H×W or H×W×3) or a binary file
             topk:int=5, # How many of the best classes to list under `topk`
             tta:bool=None, # Average with the mirror image's prediction; None: the predictor's `tta`
            ) -> dict: # `id`, `name` and `prob` of the best class, and `topk`: such dicts for the best classes
     "Predict one photo: its category id, flower name and probability, with the `topk` best classes."
-    img = load_rgb(image) if isinstance(image, (str, os.PathLike)) else image.convert('RGB')
+    img = as_rgb(image)   # the same pixels for a photo however it is passed: EXIF rotation included
     return self._describe(self.probs(self.transform(img)[None], tta)[0], topk)
 
 # %% ../nbs/04_predict.ipynb #0b26d62c
 @patch
-def show(self:Predictor, image, # A path to an image file, or a PIL image
+def show(self:Predictor, image, # A path, a PIL image, a uint8 array or a binary file, as `predict` takes
          topk:int=5, # How many of the best classes to plot
          tta:bool=None, # Average with the mirror image's prediction; None: the predictor's `tta`
         ): # A matplotlib Figure
     "Plot a photo beside the probabilities of its `topk` best classes."
     import matplotlib.pyplot as plt
-    img = load_rgb(image) if isinstance(image, (str, os.PathLike)) else image.convert('RGB')
+    img = as_rgb(image)
     top = self.predict(img, topk, tta)['topk']
     img = img.copy(); img.thumbnail((200, 200))  # enough to see, small to store
     fig, (a, b) = plt.subplots(1, 2, figsize=(7, 2.6), gridspec_kw=dict(width_ratios=[1, 1.4]), dpi=80)
-    a.imshow(img); a.axis('off'); a.set_title(Path(image).name if isinstance(image, (str, os.PathLike)) else '', fontsize=9)
+    a.imshow(img); a.axis('off'); a.set_title(_shown(Path(os.fsdecode(image)).name) if isinstance(image, (str, bytes, os.PathLike)) else '', fontsize=9)
     bars = b.barh(range(len(top)), [t['prob'] for t in top], color=['tab:green'] + ['tab:gray']*(len(top) - 1))
     b.bar_label(bars, [f"{t['prob']:.1%}" for t in top], fontsize=7, padding=2)
     b.set_yticks(range(len(top)), [f"{t['name']} ({t['id']})" for t in top], fontsize=8)
@@ -255,29 +294,88 @@ def folder_to_csv(self:Predictor, folder, # A folder of images, flat or nested
                  ) -> Predictions:
     "Predict a folder and write the classic `file_name,id` CSV, refusing a bad `csv_path` before any work."
     check_writable(csv_path, overwrite); check_count(argname('topk'), topk, 1)
+    check_not_input(csv_path, ('csv_path', '--csv'), {'checkpoint': self.checkpoint, ('folder', '--images'): folder})
     preds = self.predict_folder(folder, **kwargs)
     if self.dist.is_main: preds.to_csv(csv_path, details, topk, overwrite)  # one writer
     self.dist.barrier('writing the CSV')  # every process returns once the file is there
     return preds
 
+# %% ../nbs/04_predict.ipynb #32bff576
+@patch
+@torch.no_grad()
+def get_preds(self:Predictor,
+              dl, # Loader of `(image, target)` batches
+              with_loss:bool=False, # Also return the loss of each item (of the logits, without the mirror images)
+              loss_func=None, # The loss, for `with_loss`; cross-entropy if None
+              tta:bool=None, # Average with the mirror images' probabilities; None: the predictor's `tta`
+              progress:bool=False, # Show a progress bar
+             ) -> tuple: # `(probabilities, targets)`, or `(probabilities, targets, losses)`, on the CPU
+    "Class probabilities of every item of `dl` in order, with its targets (and its loss if asked)."
+    probs, ys, losses = [], [], []
+    for x, y in _bar(dl, desc='get_preds', show=progress):
+        p, logits = self._outputs(x, tta)
+        probs.append(p.cpu()); ys.append(y.cpu())
+        if with_loss: losses.append(item_losses(loss_func or nn.CrossEntropyLoss(), logits, y.to(logits.device)).cpu())
+    res = (torch.cat(probs), torch.cat(ys))
+    return (*res, torch.cat(losses)) if with_loss else res
+
+@patch
+def get_preds(self:Learner,
+              dl=None, # Loader of `(image, target)` batches; the validation loader if None
+              with_loss:bool=False, # Also return the loss of each item (the learner's loss)
+              tta:bool=False, # Average each image's probabilities with its mirror image's
+             ) -> tuple: # `(probabilities, targets)`, or `(probabilities, targets, losses)`, on the CPU
+    "Class probabilities of every item of `dl` in order, with its targets (and its loss if asked), through `Predictor.from_learner`."
+    return Predictor.from_learner(self, tta).get_preds(self.data.valid_dl if dl is None else dl, with_loss, self.loss_func,
+                                                       progress=self.progress)
+
+# %% ../nbs/04_predict.ipynb #ea359968
+@patch
+def predict(self:Learner,
+            img, # A photo: a path, a PIL image, a uint8 array or a binary file (see `Predictor.predict`)
+            tta:bool=False, # Average with the mirror image's probabilities
+           ) -> tuple: # `(name, class index, probabilities)`
+    "The flower name, class index and class probabilities of one photo, prepared as the validation images are."
+    pred = Predictor.from_learner(self, tta)
+    p = pred.probs(pred.transform(as_rgb(img))[None])[0]
+    i = int(p.argmax())
+    return self.data.idx_to_name(i), i, p
+
+@patch
+def show_results(self:Learner,
+                 n:int=12, # How many validation images
+                 ncols:int=4, # Images per row
+                 seed:int=0, # Seed for choosing the images
+                ): # A matplotlib Figure
+    "Validation images titled with the predicted and the true flower name: green when right, red when wrong."
+    return show_preds(self.data, self.get_preds()[0].argmax(1), 'valid', n=n, ncols=ncols, seed=seed)
+
 # %% ../nbs/04_predict.ipynb #5b9c4eea
 def _read_id_csv(path, what):
     path = Path(path)
     if not path.is_file(): raise UserError(f"{what} CSV not found: {path}")
-    with open(path, newline='', encoding='utf-8') as f:
-        r = csv.DictReader(f)
-        if not {'file_name', 'id'} <= set(r.fieldnames or ()):
-            raise UserError(f"{path} is not a CSV with the columns file_name,id")
-        return {row['file_name']: row['id'] for row in r}
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as f:   # a byte-order mark is fine
+            r = csv.DictReader(f)
+            if not {'file_name', 'id'} <= set(r.fieldnames or ()):
+                raise UserError(f"{path} is not a CSV with the columns file_name,id")
+            return {_nfc(row['file_name']): row['id'] for row in r}
+    except UnicodeDecodeError: raise UserError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV with the columns file_name,id") from None
 
 def csv_accuracy(pred_csv, # Predictions: a CSV with the columns `file_name,id`
                  labels_csv, # The true ids, in the same format
-                ) -> dict: # `accuracy`, `correct`, `n` (labelled files) and `missing` (labelled files not predicted)
-    "Compare a predictions CSV with a CSV of true ids, file by file; a file without a prediction counts as wrong."
+                ) -> dict: # `accuracy`, `correct` and `n` of the labelled files predicted; `missing`, those not; `unlabelled`
+    "Compare a predictions CSV with a CSV of true ids, file by file; labelled files without a prediction are named, not scored."
     pred, true = _read_id_csv(pred_csv, 'predictions'), _read_id_csv(labels_csv, 'labels')
     if not true: raise UserError(f"no labels in {labels_csv}")
-    correct = sum(pred.get(f) == c for f, c in true.items())
-    return dict(accuracy=correct/len(true), correct=correct, n=len(true), missing=sorted(set(true) - set(pred)))
+    scored = [f for f in true if f in pred]
+    missing = sorted(set(true) - set(pred))
+    if missing:
+        warnings.warn(f"{len(missing)} of the {len(true)} labelled files in {labels_csv} have no prediction in {pred_csv} (not in "
+                      f"the folder, or skipped as unreadable): {_few(missing)}; the accuracy is over the {len(scored)} that have one")
+    correct = sum(pred[f] == true[f] for f in scored)
+    return dict(accuracy=correct/len(scored) if scored else float('nan'), correct=correct, n=len(scored), missing=missing,
+                unlabelled=sorted(set(pred) - set(true)))
 
 # %% ../nbs/04_predict.ipynb #515f0187
 @patch
@@ -291,14 +389,14 @@ def evaluate(self:Predictor, folder, # A labelled folder, one subfolder per cate
     "Predict a labelled folder and compare with the truth: accuracies, confusions and the worst mistakes."
     listing = TestDataset(folder)
     folder, files = listing.root, [listing.name(i) for i in range(len(listing))]
-    index = {c: i for i, c in enumerate(self.classes)}
+    index = {_nfc(c): i for i, c in enumerate(self.classes)}   # folder names in NFC, as training reads them
     loose = [f for f in files if '/' not in f]
     if loose: raise UserError(f"{folder} holds images outside class folders (e.g. {loose[0]}); "
                               "give a labelled folder with one subfolder per category id, like valid/")
-    unknown = sorted({f.split('/')[0] for f in files} - set(index), key=lambda c: (len(c), c))
-    if unknown: raise UserError(f"{folder} has class folders the model does not know: {', '.join(unknown[:10])}; "
+    unknown = sorted({_nfc(f.split('/')[0]) for f in files} - set(index), key=lambda c: (len(c), c))
+    if unknown: raise UserError(f"{folder} has class folders the model does not know: {', '.join(map(_shown, unknown[:10]))}; "
                                 f"it knows {', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''}")
-    ds = ImageList(listing.files, [index[f.split('/')[0]] for f in files], self.classes, self.transform,
+    ds = ImageList(listing.files, [index[_nfc(f.split('/')[0])] for f in files], self.classes, self.transform,
                    root=folder, with_names=True)
     preds, targets = self._run(ds, bs, tta, skip_bad, num_workers, progress, 'evaluate')
     return Evaluation(preds, targets)
@@ -368,13 +466,13 @@ def to_dict(self:Evaluation, n_confused:int=10, # Most confused pairs to include
            ) -> dict:
     "The evaluation as plain data, ready for `json.dump`."
     P, cl = self.preds.idxs, self.preds.classes
-    return dict(folder=str(self.preds.folder), n_images=self.n, accuracy=self.accuracy,
+    return dict(folder=escape_name(str(self.preds.folder)), n_images=self.n, accuracy=self.accuracy,
                 top5_accuracy=self.topk_accuracy(5) if self._top5 else None, tta=self.preds.tta, per_class=self.per_class,
                 most_confused=[dict(true_id=a, true_name=b, pred_id=c, pred_name=d, count=k)
                                for a, b, c, d, k in self.most_confused(n_confused)],
-                worst_mistakes=[dict(file_name=self.preds.files[i], true_id=cl[self.targets[i]], pred_id=cl[P[i]],
+                worst_mistakes=[dict(file_name=escape_name(self.preds.files[i]), true_id=cl[self.targets[i]], pred_id=cl[P[i]],
                                      prob=round(self.preds.probs[i, P[i]].item(), 4)) for i in self.mistakes()[:n_mistakes]],
-                skipped=[dict(file_name=f, reason=r) for f, r in self.preds.skipped])
+                skipped=[dict(file_name=escape_name(f), reason=r) for f, r in self.preds.skipped])
 
 @patch
 def summary(self:Evaluation, n_confused:int=5, # Most confused pairs to list
@@ -383,7 +481,7 @@ def summary(self:Evaluation, n_confused:int=5, # Most confused pairs to list
     lines = [f"{self.n} images in {len(self.per_class)} classes: accuracy {self.accuracy:.1%}" +
              (f", top-5 accuracy {self.topk_accuracy(5):.1%}" if self._top5 else "") + (" (flip TTA)" if self.preds.tta else "")]
     if self.preds.skipped: lines.append(f"skipped {len(self.preds.skipped)} unreadable: " +
-                                        '; '.join(f"{f} ({r})" for f, r in self.preds.skipped))
+                                        '; '.join(f"{_shown(f)} ({r})" for f, r in self.preds.skipped))
     weak = sorted(self.per_class.items(), key=lambda kv: (kv[1]['accuracy'], kv[0]))[:5]
     lines.append("lowest per-class accuracy: " + ', '.join(f"{v['name']} ({c}) {v['correct']}/{v['n']}" for c, v in weak))
     conf = self.most_confused(n_confused)

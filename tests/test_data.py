@@ -61,7 +61,11 @@ def test_bad_image_in_a_worker_names_the_file(tmp_path, kind, split):
 def test_find_bad_images_reasons(tmp_path):
     for kind, data in BAD.items(): put(tmp_path/f'{kind}.JPG', data)
     put(tmp_path/'fine.jpg'); put(tmp_path/'notes.txt', b'not an image, not checked')
-    found = {p.name: r for p, r in find_bad_images(tmp_path, threads=2)}
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        found = {p.name: r for p, r in find_bad_images(tmp_path, threads=2)}
+    assert [str(m.message) for m in w] == [f"skipped 1 file in {tmp_path} that flower_tl does not read: notes.txt "
+                                           "(not a format flower_tl reads)"]   # never opened, but named
     assert set(found) == {'truncated.JPG', 'text.JPG', 'empty.JPG'}
     assert found['empty.JPG'] == 'empty file (0 bytes)'
     assert 'truncated' in found['truncated.JPG'] and 'not an image' in found['text.JPG']
@@ -100,11 +104,12 @@ def test_every_image_mode_becomes_rgb_through_workers(tmp_path):
                 'grey16.png': _save(grey16, 'PNG'), 'rgba.webp': _save(rgba, 'WEBP'), 'upper.JPEG': JPG}
     root = tmp_path/'data'
     for name, b in variants.items(): put(root/'train'/'1'/name, b); put(root/'valid'/'1'/name, b)
+    put(root/'train'/'2'/'other.jpg'); put(root/'valid'/'2'/'other.jpg')   # a classifier needs two classes
     for name, b in variants.items():
         img = load_rgb(root/'train'/'1'/name)
         assert img.mode == 'RGB' and img.size == rgb.size, name
     data = FlowerData.from_folder(root, size=48, bs=4, num_workers=2)
-    assert len(data.train_ds) == len(variants)
+    assert len(data.train_ds) == len(variants) + 1
     for dl in (data.train_dl, data.valid_dl):
         for xb, yb in dl:
             assert xb.shape[1:] == (3, 48, 48) and torch.isfinite(xb).all()

@@ -78,7 +78,7 @@ class Evil:
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory):
     "A real (untrained) 2-class checkpoint with the training state of a run that had 3 epochs of stage 1, and an evil one."
-    from flower_tl.train import create_model, save_checkpoint
+    from flower_tl.models import create_model, save_checkpoint
     d = tmp_path_factory.mktemp('ckpt')
     model = create_model('efficientnet_lite0', 2, seed=0)
     save_checkpoint(d/'last.pth', model, classes=['1', '50'], size=32, train_state=dict(stage='frozen', fit_epochs=3))
