@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['RUN_LOCK', 'UserError', 'where_running', 'progress', 'loss_or_inf', 'check_count', 'check_positive', 'command_line',
-           'argname', 'option', 'check_folder', 'check_writable', 'temp_path', 'remove_stale_temps', 'atomic_open',
-           'check_not_input', 'claim_folder', 'fresh_folder', 'default_device', 'check_device', 'amp_dtype', 'autocast',
-           'to_device', 'fastest']
+           'argname', 'option', 'file_kind', 'check_folder', 'check_writable', 'temp_path', 'remove_stale_temps',
+           'atomic_open', 'check_not_input', 'claim_folder', 'fresh_folder', 'default_device', 'check_device',
+           'amp_dtype', 'autocast', 'to_device', 'fastest']
 
 # %% ../nbs/00_core.ipynb #9b8d5ed0
 import contextlib, contextvars, errno, itertools, math, numbers, os, re, shlex, stat, sys, tempfile, time, warnings
@@ -101,7 +101,8 @@ def option(name:str, # The Python argument's name
     return argname(name, flag) + ('' if value is True else ' ' + shlex.quote(str(value)))
 
 # %% ../nbs/00_core.ipynb #e6e27b25
-def _kind(st) -> str:
+def file_kind(st:os.stat_result, # From `os.stat` or `os.lstat`
+             ) -> str: # 'symbolic link', 'folder', 'device', 'pipe', 'socket' or 'special file'
     "What a file that is not a regular file is, in words."
     m = st.st_mode
     for test, kind in ((stat.S_ISLNK, 'symbolic link'), (stat.S_ISDIR, 'folder'), (stat.S_ISCHR, 'device'),
@@ -116,7 +117,7 @@ def check_folder(folder, # The folder files will be created in; it may not exist
     base = folder
     while not os.path.lexists(base) and base != base.parent: base = base.parent
     if not base.is_dir():
-        raise UserError(f"cannot write into {folder}: {base} is a {_kind(os.lstat(base)) if base.is_symlink() else 'file'}, not a folder")
+        raise UserError(f"cannot write into {folder}: {base} is a {file_kind(os.lstat(base)) if base.is_symlink() else 'file'}, not a folder")
     what = f"cannot write into {folder}" if base == folder else f"cannot create {folder}: cannot write into {base}"
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(f"{what}: permission denied; choose a folder you can write to")
@@ -136,7 +137,7 @@ def check_writable(path, # The file about to be written
         st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode): raise UserError(f"{path} is a folder; give the name of a file to write")
         if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"{path} is a {_kind(st)}, not a regular file; flower_tl writes only regular files and "
+            raise UserError(f"{path} is a {file_kind(st)}, not a regular file; flower_tl writes only regular files and "
                             f"never replaces anything else: give the name of a new file")
         if not overwrite:
             raise UserError(f"{path} already exists; pass {option('overwrite')} to replace it, or choose another name")

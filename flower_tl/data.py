@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from fastcore.basics import patch
 
-from .core import UserError, _kind, argname, check_count, option
+from .core import UserError, argname, check_count, file_kind, option
 
 # %% ../nbs/00_data.ipynb #21a66a8e
 def sample_path() -> Path: # The folder holding `train/`, `valid/`, `test/` and `cat_to_name.json`
@@ -93,7 +93,7 @@ def _entry_kind(e:os.DirEntry) -> str:
     except FileNotFoundError: return 'a link to nothing' if e.is_symlink() else 'gone while the folder was read'
     except OSError as err: return f"cannot be read: {err.strerror}"
     if stat.S_ISDIR(st.st_mode): return 'folder link' if e.is_symlink() else 'folder'
-    return 'file' if stat.S_ISREG(st.st_mode) else f"a {_kind(st)}, never opened"
+    return 'file' if stat.S_ISREG(st.st_mode) else f"a {file_kind(st)}, never opened"
 
 # %% ../nbs/00_data.ipynb #058b5db0
 def _warn_links(folder:Path, links:list):
@@ -163,7 +163,7 @@ def _reason(e:Exception, path:Path) -> str:
     if isinstance(e, FileNotFoundError): return "no such file"
     try:
         st = os.stat(path) if path is not None else None
-        if st is not None and not stat.S_ISREG(st.st_mode): return f"a {_kind(st)}, not a file: never read"
+        if st is not None and not stat.S_ISREG(st.st_mode): return f"a {file_kind(st)}, not a file: never read"
         if st is not None and st.st_size == 0: return "empty file (0 bytes)"
     except (OSError, ValueError): pass
     if isinstance(e, UnidentifiedImageError): return "not an image Pillow can read (a different kind of file?)"
