@@ -1,4 +1,4 @@
-"""Does this CPU run bfloat16 natively? The frozen stages in bf16 (`Learner(frozen_amp='bf16')`, `train --frozen-bf16`)
+"""Does this CPU run bfloat16 natively? The frozen stages in bf16 (`learn.set_precision(frozen='bf16')`, `train --frozen-bf16`)
 against float32, side by side in one process.
 
 Three kinds of work of the CPU recipe, EfficientNet-Lite0 at `--size` px, batch `--bs`, channels-last, 2 threads:
@@ -24,7 +24,8 @@ import torch
 from flower_tl.core import autocast
 from flower_tl.data import FlowerData
 from flower_tl.fine_tune import LATE_STAGES
-from flower_tl.train import FrozenPrefix, Learner, arch_info, create_model, split_at
+from flower_tl.models import arch_info, create_model, split_at
+from flower_tl.train import FrozenPrefix, Learner
 
 
 def cpu_flags() -> dict:
@@ -76,7 +77,7 @@ def stage2_learner(args) -> tuple:
     torch.set_num_threads(args.threads); torch.manual_seed(0)
     arch, info = 'efficientnet_lite0', arch_info('efficientnet_lite0')
     data = FlowerData.from_folder(size=args.size, mean=info['mean'], std=info['std'], bs=args.bs, num_workers=0)
-    learn = Learner(data, create_model(arch, data.n_classes), device='cpu', progress=False, verbose=False)
+    learn = Learner(data, create_model(arch, data.n_classes), device='cpu', progress=False)
     learn.freeze_to(LATE_STAGES[arch], bn=True); learn.create_opt(1e-3, 1e-4); learn._train_mode()
     x = torch.randn(args.bs, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
     return learn, x, torch.randint(0, data.n_classes, (args.bs,))

@@ -1,4 +1,4 @@
-"""The frozen stages with BatchNorm folded into their convolutions (`flower_tl.cache.fold_bn`) against the same
+"""The frozen stages with BatchNorm folded into their convolutions (`flower_tl.models.fold_bn`) against the same
 stages as the model holds them, side by side in one process, in float32.
 
 Three kinds of work of the CPU recipe, EfficientNet-Lite0 at `--size` px, batch `--bs`, channels-last:
@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 
 from bench_bf16 import parser, stage2_learner   # the same options and set-up
-from flower_tl.cache import fold_bn, n_stages, split_at
-from flower_tl.models import keep_modes
+from flower_tl.models import fold_bn, keep_modes, n_stages, split_at
 from flower_tl.train import FrozenPrefix
 
 

@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from flower_tl.data import IMAGENET_STATS, FlowerData, UserError
+from flower_tl.core import UserError
+from flower_tl.data import IMAGENET_STATS, FlowerData
 
 
 def classic_dataset(folder, train:bool, size:int):

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from flower_tl.data import TestDataset, sample_path
+from flower_tl.data import TestDataset
+from flower_tl.photos import sample_path
 from flower_tl.predict import Predictor
-from flower_tl.train import arch_info, create_model
+from flower_tl.models import arch_info, create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

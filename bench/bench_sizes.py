@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from bench_bf16 import parser, stage2_learner   # the same options and set-up
-from flower_tl.cache import fold_bn, split_at
+from flower_tl.models import fold_bn, split_at
 from flower_tl.train import FrozenPrefix, progressive_sizes, resized
 
 

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import torch
 
-from flower_tl.data import FlowerData, UserError
-from flower_tl.models import _BN
-from flower_tl.train import Learner, create_model, arch_info, sgd_lookahead
+from flower_tl.core import UserError
+from flower_tl.data import FlowerData
+from flower_tl.lookahead import sgd_lookahead
+from flower_tl.models import _BN, arch_info, create_model
+from flower_tl.train import Learner
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent/'shared'/'data'/'flowers102'
@@ -63,7 +65,7 @@ def bare_epoch(model, train_dl, valid_dl, opt, loss_func, bn_eval:bool, channels
 def overhead(root:Path, a) -> dict:
     info = arch_info(a.arch)
     data = FlowerData.from_folder(root, size=a.size, mean=info['mean'], std=info['std'], bs=a.bs, num_workers=a.workers)
-    learn = Learner(data, create_model(a.arch, data.n_classes), device='cpu', progress=False, verbose=False, seed=0)
+    learn = Learner(data, create_model(a.arch, data.n_classes), device='cpu', progress=False, seed=0)
     bare_opt = sgd_lookahead(learn.model.parameters(), a.lr)
     ours, bare = [], []
     learn.fit(1, lr=a.lr)  # warm-up, both paths share the model
@@ -88,12 +90,11 @@ def cached_vs_slow(root:Path, a) -> dict:
     out = {}
     # warm-up, untimed: the files into the page cache, the model's kernels primed, for whichever path runs first
     data = FlowerData.from_folder(root, size=a.size, mean=info['mean'], std=info['std'], bs=a.bs, num_workers=a.workers)
-    warm = Learner(data, create_model('efficientnet_lite0', data.n_classes), device='cpu', progress=False, verbose=False)
+    warm = Learner(data, create_model('efficientnet_lite0', data.n_classes), device='cpu', progress=False)
     warm.features('train'); warm.features('valid')
     for how in ('cached', 'slow'):
         data = FlowerData.from_folder(root, size=a.size, mean=info['mean'], std=info['std'], bs=a.bs, num_workers=a.workers)
-        learn = Learner(data, create_model('efficientnet_lite0', data.n_classes), device='cpu', progress=False,
-                        verbose=False, seed=0)
+        learn = Learner(data, create_model('efficientnet_lite0', data.n_classes), device='cpu', progress=False, seed=0)
         learn.freeze(bn=True)
         t = time.perf_counter()
         h = learn.fit(a.frozen_epochs, lr=a.head_lr, sched='one_cycle', cache=how == 'cached')

@@ -28,7 +28,7 @@ print(h.hexdigest())
 """
 
 def run_case(name, args, tmp):
-    from flower_tl.data import sample_path
+    from flower_tl.photos import sample_path
     out = Path(tmp)/name
     env = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
     r = subprocess.run([sys.executable, '-m', 'flower_tl', 'train', '--data', str(sample_path()), '--out', str(out),

@@ -60,16 +60,16 @@ def accuracy(model, data) -> float:
 
 def run_flower_tl(path, args) -> dict:
     from flower_tl.data import FlowerData
-    from flower_tl.train import Learner, create_model, arch_info
-    from flower_tl.fine_tune import fine_tune_recipe, recipe, with_lr
+    from flower_tl.models import arch_info, create_model
+    from flower_tl.train import Learner
+    from flower_tl.fine_tune import recipe
     info, r = arch_info(args.arch), recipe('cpu', args.arch, args.recipe)
     t0 = time.perf_counter()
     data = FlowerData.from_folder(path, size=args.size, mean=info['mean'], std=info['std'], bs=args.bs,
                                   num_workers=args.workers, seed=args.seed)
-    learn = Learner(data, create_model(args.arch, data.n_classes), label_smoothing=r['label_smoothing'],
-                    seed=args.seed, progress=False)
-    lr = r['lr'] if args.lr is None else args.lr
-    fine_tune_recipe(learn, {**with_lr(r, lr), 'freeze_epochs': args.freeze_epochs, 'epochs': args.epochs})
+    learn = Learner(data, create_model(args.arch, data.n_classes), loss_func=r.loss_func(), seed=args.seed, progress=False)
+    lr = r.lr if args.lr is None else args.lr
+    learn.fine_tune(recipe=r.with_lr(lr).replace(freeze_epochs=args.freeze_epochs, epochs=args.epochs))
     secs = time.perf_counter() - t0
     return dict(seconds=secs, accuracy=accuracy(learn.model, data), lr=lr, data=data)
 
@@ -78,7 +78,7 @@ def run_fastai(path, args, data) -> dict:
     from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, get_image_files, GrandparentSplitter,
                                    parent_label, Resize, aug_transforms, Normalize, Learner as FLearner,
                                    CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat, accuracy as facc)
-    from flower_tl.train import create_model, get_head
+    from flower_tl.models import create_model, get_head
     t0 = time.perf_counter()
     block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=data.classes)), get_items=get_image_files,
                       splitter=GrandparentSplitter(train_name='train', valid_name='valid'), get_y=parent_label,

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 
-from flower_tl.data import FlowerData, LITE_STATS
-from flower_tl.train import Learner, create_model, arch_info
+from flower_tl.data import FlowerData
+from flower_tl.models import arch_info, create_model
+from flower_tl.train import Learner
+from flower_tl.fine_tune import Recipe
 from flower_tl.predict import Predictor
 
 HERE = Path(__file__).resolve().parent
@@ -44,8 +46,8 @@ def run(args) -> dict:
         data = FlowerData.from_folder(path, size=args.size, mean=info['mean'], std=info['std'], bs=args.bs,
                                       num_workers=args.workers, seed=args.seed)
         model = create_model(args.arch, data.n_classes, pretrained=True)
-        learn = Learner(data, model, label_smoothing=args.label_smoothing, seed=args.seed, progress=args.progress,
-                        path=Path(tmp)/'ckpt')
+        r = Recipe(bs=args.bs, views=args.views, lr2=args.lr2, body_div=args.body_div, label_smoothing=args.label_smoothing)
+        learn = Learner(data, model, loss_func=r.loss_func(), seed=args.seed, progress=args.progress, path=Path(tmp)/'ckpt')
         t_data = time.perf_counter() - t_start
         lr, lr_found = args.lr, None
         if lr is None:
@@ -54,12 +56,12 @@ def run(args) -> dict:
             lr = lr_found = float(res.suggestion)
             print(f"lr_find suggests {lr:.3g}", flush=True)
         t0 = time.perf_counter()
-        hist = learn.fine_tune(0, lr, freeze_epochs=args.freeze_epochs, views=args.views) if args.freeze_epochs else []
+        hist = learn.fine_tune(0, lr, freeze_epochs=args.freeze_epochs, recipe=r) if args.freeze_epochs else []
         t_stage1 = time.perf_counter() - t0
         stage1_acc = hist[-1]['val_acc'] if hist else None
         t0 = time.perf_counter()
         if args.epochs:
-            hist += learn.fine_tune(args.epochs, lr, freeze_epochs=0, lr2=args.lr2, body_div=args.body_div)
+            hist += learn.fine_tune(args.epochs, lr, freeze_epochs=0, recipe=r.replace(views=1))   # everything trains: no cache
         t_stage2 = time.perf_counter() - t0
         learn.load_best()
         t0 = time.perf_counter()

@@ -366,7 +366,8 @@ def _throughput_one(arch, mode, variant, device, size, bs, warmup, windows, wind
     "Images per second of training or evaluation steps of `arch` on synthetic batches already on `device`."
     import torch
     from torch import nn
-    from flower_tl.train import arch_info, create_model, sgd_lookahead
+    from flower_tl.lookahead import sgd_lookahead
+    from flower_tl.models import arch_info, create_model
     amp = variant != 'fp32'
     dtype = None
     if amp and device.type == 'cuda': dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -418,7 +419,7 @@ def step_throughput(cfg) -> dict:
     from flower_tl.fine_tune import recipe
     device = torch.device(cfg['device'])
     # the default batch sizes: flower_tl train's (the recipe's) and flower_tl predict's (64 on a GPU, 8 on a CPU)
-    bs_train = cfg['tp_bs_train'] or recipe(device, 'efficientnet_lite0')['bs']
+    bs_train = cfg['tp_bs_train'] or recipe(device, 'efficientnet_lite0').bs
     bs_eval = cfg['tp_bs_eval'] or (8 if device.type == 'cpu' else 64)
     res = dict(device=str(device), size=cfg['tp_size'], bs_train=bs_train, bs_eval=bs_eval,
                cudnn_benchmark=torch.backends.cudnn.benchmark, tf32_conv=torch.backends.cudnn.allow_tf32,
@@ -731,7 +732,7 @@ def run_check(args) -> int:
     try:
         problem = None   # what stops every step but `machine`
         if mode == 'smoke':
-            from flower_tl.data import sample_path
+            from flower_tl.photos import sample_path
             data = work/'data'
             info = make_subset(sample_path(), data, SMOKE_DATA['per_class'], SMOKE_DATA['short_side'],
                                SMOKE_DATA['quality'], SMOKE_DATA['classes'])

@@ -213,7 +213,7 @@ def _done(path): return (path/'.complete').exists()
 
 def make_sample(src:Path, dst:Path, per_class:int=40, seed:int=0) -> Path:
     "The bundled sample's train/ as train; up to `per_class` other Oxford *training* photos per class as the holdout."
-    from flower_tl.data import sample_path
+    from flower_tl.photos import sample_path
     if _done(dst): return dst
     sp, rng = sample_path(), random.Random(seed)
     taken = {p.name for p in (sp/'train').rglob('*') if p.is_file()} | {p.name for p in (sp/'test').iterdir()}
@@ -262,7 +262,7 @@ class Bench:
 
     def data(self, sc):
         from flower_tl.data import FlowerData
-        from flower_tl.train import arch_info
+        from flower_tl.models import arch_info
         key = (sc['data'], sc['size'], sc['bs'])
         if key not in self.datas:
             info = arch_info(ARCH)
@@ -273,11 +273,13 @@ class Bench:
 
     def learner(self, sc, seed, state=None, share=True):
         "A fresh learner for `sc`: the same weights (`state`, or ImageNet + a head seeded by `seed`), frozen as `sc` says."
-        from flower_tl.train import Learner, create_model
+        from torch import nn
+        from flower_tl.models import create_model
+        from flower_tl.train import Learner
         data = self.data(sc)
         model = create_model(ARCH, data.n_classes, seed=seed)
         if state is not None: model.load_state_dict(state)
-        learn = Learner(data, model, seed=seed, progress=False, verbose=False, label_smoothing=sc['ls'], device='cpu')
+        learn = Learner(data, model, loss_func=nn.CrossEntropyLoss(label_smoothing=sc['ls']), seed=seed, progress=False, device='cpu')
         stage = sc['stage']
         if stage == 'head': learn.freeze(bn=True)
         elif stage == 'block': learn.freeze_to(-4, bn=True)
@@ -317,7 +319,7 @@ class Bench:
 # the frozen stages must match, or the learner computes its own.
 def _n_stages(learn) -> int:
     if hasattr(learn, '_n_stages'): return learn._n_stages()
-    from flower_tl.cache import n_stages
+    from flower_tl.models import n_stages
     return n_stages(learn.model)
 
 def _cache_entries(learn) -> dict:
@@ -344,7 +346,7 @@ def n_seeds(sc, args) -> int: return sc.get('seeds', args.seeds)
 
 def train_once(bench, sc, lr, seed, state=None) -> dict:
     "Train a fresh learner at top rate `lr` for the scenario's budget; the holdout accuracy after the last epoch."
-    from flower_tl.train import LossNotFinite
+    from flower_tl.loop import LossNotFinite
     learn = bench.learner(sc, seed, state)
     body_lr = lr/sc['body_div'] if sc.get('body_div') else None
     t = time.perf_counter()

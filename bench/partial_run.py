@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from full_run import holdout_split, DEFAULT_DATA  # noqa: E402
 
 from flower_tl.data import FlowerData, ImageList  # noqa: E402
-from flower_tl.train import create_model, arch_info, sgd_lookahead  # noqa: E402
+from flower_tl.lookahead import sgd_lookahead  # noqa: E402
+from flower_tl.models import arch_info, create_model  # noqa: E402
 
 CL = torch.channels_last
 

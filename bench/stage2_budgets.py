@@ -19,24 +19,24 @@ HERE = Path(__file__).resolve().parent
 
 def run(path, name, fe, e, args) -> dict:
     from flower_tl.data import FlowerData
-    from flower_tl.train import Learner, create_model, arch_info
-    from flower_tl.fine_tune import fine_tune_recipe, recipe
+    from flower_tl.models import arch_info, create_model
+    from flower_tl.train import Learner
+    from flower_tl.fine_tune import recipe
     info = arch_info(args.arch)
-    r = {**recipe('cpu', args.arch, name=name), 'freeze_epochs': fe, 'epochs': e}
-    data = FlowerData.from_folder(path, size=args.size, mean=info['mean'], std=info['std'], bs=r['bs'],
+    r = recipe('cpu', args.arch, name=name).replace(freeze_epochs=fe, epochs=e)
+    data = FlowerData.from_folder(path, size=args.size, mean=info['mean'], std=info['std'], bs=r.bs,
                                   num_workers=0, seed=args.seed)
-    learn = Learner(data, create_model(args.arch, data.n_classes), label_smoothing=r['label_smoothing'],
-                    seed=args.seed, progress=False, verbose=False)
+    learn = Learner(data, create_model(args.arch, data.n_classes), loss_func=r.loss_func(), seed=args.seed, progress=False)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        fine_tune_recipe(learn, r)
+        learn.fine_tune(recipe=r)
     h = learn.history
     head = max(x['val_acc'] for x in h if x['stage'] == 'frozen')
     s2 = [x['val_acc'] for x in h if x['stage'] != 'frozen']
     res = getattr(learn, 'stage2_lr_find', None)
     out = dict(recipe=name, budget=f"{fe}+{e}", seconds=round(time.perf_counter() - t0, 1), head=head, stage2=s2,
-               final=h[-1]['val_acc'], lr=r['lr'], **learn.stage_lrs, sweep_stop=None if res is None else res.stop,
+               final=h[-1]['val_acc'], lr=r.lr, **learn.stage_lrs, sweep_stop=None if res is None else res.stop,
                sweep_blowup=None if res is None or res.stop == 'done' else res.lrs[-1], guard=learn.guard_log, status=learn.status,
                ok=bool(s2) and s2[-1] >= head - 0.005)   # the end of stage 2: at most half a point below the head
     print(f"{name} {fe}+{e}: head {head:.3f}, stage 2 {' '.join(f'{a:.3f}' for a in s2)}, lr2 {out['lr2']:.3g} "

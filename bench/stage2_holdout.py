@@ -21,7 +21,8 @@ def main(argv=None):
     from full_run import holdout_split, DEFAULT_DATA
     from compare_fastai import shown_path
     from flower_tl.data import FlowerData
-    from flower_tl.train import Learner, create_model, arch_info
+    from flower_tl.models import arch_info, create_model
+    from flower_tl.train import Learner
     from flower_tl.fine_tune import recipe
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data', default=str(DEFAULT_DATA))
@@ -35,28 +36,26 @@ def main(argv=None):
     info, rows = arch_info(arch), []
     with tempfile.TemporaryDirectory() as tmp:
         path = holdout_split(Path(args.data), 0.15, args.seed, Path(tmp)/'holdout')
-        data = FlowerData.from_folder(path, size=224, mean=info['mean'], std=info['std'], bs=r['bs'], num_workers=0, seed=args.seed)
-        learn = Learner(data, create_model(arch, data.n_classes), seed=args.seed, progress=False, verbose=False,
-                        label_smoothing=r['label_smoothing'])
+        data = FlowerData.from_folder(path, size=224, mean=info['mean'], std=info['std'], bs=r.bs, num_workers=0, seed=args.seed)
+        learn = Learner(data, create_model(arch, data.n_classes), loss_func=r.loss_func(), seed=args.seed, progress=False)
         t0 = time.perf_counter()
-        learn.freeze().cache_inputs(r['freeze_to'], r['views'], r['clean'])
+        learn.freeze().cache_inputs(r.freeze_to, r.views, r.clean)
         print(f"cache: {time.perf_counter() - t0:.0f} s; {len(data.train_ds)} training, {len(data.valid_ds)} held out", flush=True)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            learn.fit(r['freeze_epochs'], r['lr'], sched='one_cycle', views=r['views'], clean=r['clean'])
+            learn.fit(r.freeze_epochs, r.lr, sched='one_cycle', views=r.views, clean=r.clean)
         head_acc, head = learn.best_acc, copy.deepcopy(learn.model.state_dict())
-        learn.freeze_to(r['freeze_to'])
-        res = learn.lr_find(views=r['views'], clean=r['clean'], body_div=r['body_div'])
+        learn.freeze_to(r.freeze_to)
+        res = learn.lr_find(views=r.views, clean=r.clean, body_div=r.body_div)
         blowup = res.lrs[-1] if res.stop != 'done' else None
         print(f"head: {head_acc:.4f} on the holdout; stage 2's range test: {res.stop} at {blowup}", flush=True)
         rates = [(f"blow-up/{d}", blowup/float(d)) for d in args.fractions.split(',') if blowup] + \
                 [(f"fixed {v}", float(v)) for v in args.fixed.split(',') if v]
         for name, lr2 in rates:
-            learn.model.load_state_dict(head); learn.freeze_to(r['freeze_to'])
-            learn.history, learn.best_acc, learn.best_epoch, learn.guard_log = [], -1.0, None, []
+            learn.model.load_state_dict(head); learn.freeze_to(r.freeze_to)
+            learn.history, learn.best_acc, learn.best_epoch, learn.best_state, learn.guard_log = [], -1.0, None, None, []
             t = time.perf_counter()
-            h = learn.fit(r['epochs'], lr2, body_lr=lr2/r['body_div'], sched='one_cycle', views=r['views'],
-                          clean=r['clean'], flip=r['flip'])
+            h = learn.fit(r.epochs, lr2, body_lr=lr2/r.body_div, sched='one_cycle', views=r.views, clean=r.clean, flip=r.flip)
             row = dict(rule=name, lr2=lr2, accs=[x['val_acc'] for x in h], final=h[-1]['val_acc'],
                        seconds=round(time.perf_counter() - t, 1), guard=list(learn.guard_log))
             rows.append(row)

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from torchvision.transforms import v2
 
-from flower_tl.data import _normalise, load_rgb
+from flower_tl.data import _normalise
+from flower_tl.photos import load_rgb
 from flower_tl.predict import Predictor
 
 SETS = {  # name -> the views it averages

@@ -70,7 +70,7 @@ class ProgressCB(Callback):
     def _bar(self, what):
         if self.bar is not None: self.bar.close()
         cached = ' (cached)' if getattr(self.learn.fit_state, 'cached', False) else ''
-        self.bar = progress(total=self.learn.n_iter, desc=what + cached, show=self.learn.progress)
+        self.bar = progress(total=self.learn.n_iter, desc=what + cached, show=self.learn.progress, unit='batches')
     def before_train(self): self._bar(f"epoch {self.learn.epoch + 1} train")
     def before_validate(self): self._bar('valid')
     def after_batch(self): self.bar.update()

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['STAGE2_NAMES', 'LATE_STAGES', 'DEFAULT_LR', 'GPU_RECIPE', 'QUICK_RECIPE', 'CPU_RECIPE', 'LONG_RECIPE', 'RECIPES',
-           'Recipe', 'recipe', 'stage2_lr', 'range_test', 'parse_duration', 'probe', 'plan_epochs', 'plan_text']
+           'SWEEP_ITERATIONS', 'Recipe', 'recipe', 'stage2_lr', 'Stage2Watch', 'range_test', 'parse_duration', 'probe',
+           'plan_epochs', 'plan_text']
 
 # %% ../nbs/03a_fine_tune.ipynb #14984663
 import dataclasses, math, re, time
@@ -16,8 +17,8 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 from torch import nn
 
-from .core import UserError, argname, autocast, check_count, check_positive, fastest, option, to_device
-from .loop import Callback, CancelStepException, Loop
+from .core import UserError, argname, autocast, check_count, check_positive, fastest, option, progress, to_device
+from .loop import Callback, CancelFitException, CancelStepException, Loop
 from .models import fold_bn, keep_modes, n_stages, n_trainable, read_checkpoint, split_at, stages
 from .callbacks import MixUp
 from .train import Learner, progressive_sizes
@@ -32,7 +33,7 @@ def _check_recipe(r):
     check_positive(argname('lr'), r.lr, " (a rate of 0 trains nothing)")
     if r.lr2 is not None: check_positive(argname('lr2'), r.lr2)
     check_positive(argname('lr2_cap'), r.lr2_cap); check_count(argname('lr2_cap_steps'), r.lr2_cap_steps)
-    check_positive(argname('body_div'), r.body_div); check_count(argname('views'), r.views)
+    check_positive(argname('body_div'), r.body_div); check_count(argname('views'), r.views); check_positive(argname('lr2_frac'), r.lr2_frac)
     if r.views == 0 and not r.clean:
         raise UserError(f"{option('views', 0)} needs {option('clean')}: the cache needs at least one view of each image")
     for name in ('label_smoothing', 'mixup'):
@@ -59,7 +60,8 @@ class Recipe:
     lr:float=1e-2 # Learning rate of stage 1
     lr2:float=None # Learning rate of the head in stage 2; None: chosen by `stage2_lr`
     lr2_cap:float=1.0 # A measured `lr2` is at most this times `lr` (above 1: for a stage 2 of `lr2_cap_steps` steps or more)
-    lr2_cap_steps:int=1000 # A shorter stage 2 stops at stage 1's rate whatever `lr2_cap` says
+    lr2_cap_steps:int=1000 # A shorter stage 2 stops at stage 1's rate whatever `lr2_cap` says, and runs no range test
+    lr2_frac:float=0.5 # Stage 2's rate as a fraction of `lr` where no range test chooses it
     body_div:float=10.0 # In stage 2 the body learns this many times slower than the head
     freeze_to:Union[int,str]=None # What stage 2 trains: None, 'all' or 0 (everything), 'late', 'last', or its first stage
     views:int=1 # Augmented views of each photo in the caches of frozen stages
@@ -133,25 +135,63 @@ def recipe(device, # Where training runs: 'cpu', 'cuda', ...
     return r
 
 # %% ../nbs/03a_fine_tune.ipynb #7c89fc0d
+SWEEP_ITERATIONS = 100   # batches of stage 2's range test: a tenth of a stage 2 of `lr2_cap_steps` steps
+
 def stage2_lr(learn:Learner, # After stage 1, with stage 2's stages unfrozen
               r:Recipe, # The recipe
               steps:int, # Optimizer steps of stage 2
               resumed:bool=False, # A resumed stage 2: its own rates come back with its optimizer
              ) -> tuple: # `(lr2, how it was chosen, the cap in effect)`
-    "Stage 2's rate for the head: `r.lr2` if given, else a tenth of where a range test of stage 2 blew up, at most the cap times `r.lr`."
+    "Stage 2's rate for the head: given, or measured by a range test of stage 2 where the stage is long enough to pay for one, else `lr2_frac` of stage 1's."
     cap = r.lr2_cap if r.lr2_cap <= 1 or steps >= r.lr2_cap_steps else 1.0
+    rule, floor = r.lr*r.lr2_frac, r.lr/100
+    by_rule = f"{r.lr2_frac:g} of stage 1's rate"
     if r.lr2 is not None: return r.lr2, 'given', cap
-    if resumed: return r.lr, 'resumed', cap   # a stand-in: the optimizer's state holds the run's rates
-    res = learn.stage2_lr_find = learn.lr_find(views=r.views, clean=r.clean, body_div=r.body_div, cache=None if r.cache else False)
+    if resumed: return rule, 'resumed', cap   # a stand-in: the optimizer's state holds the run's rates
+    if steps < r.lr2_cap_steps:
+        return rule, f"{by_rule}: a stage 2 of {steps} steps is too short to pay for a range test ({r.lr2_cap_steps} or more)", cap
+    res = learn.stage2_lr_find = learn.lr_find(num_it=SWEEP_ITERATIONS, views=r.views, clean=r.clean, body_div=r.body_div,
+                                               cache=None if r.cache else False)
     lr = res.lrs[-1]/10 if res.stop != 'done' and res.lrs else res.suggestion   # never blew up: the default rule
     lr = float(learn.dist.broadcast(float(lr)))   # every process swept the same; rank 0's answer counts
-    if not (math.isfinite(lr) and lr > 0):
-        raise UserError(f"fine_tune: the range test of stage 2 found no usable rate ({res}); give {argname('lr2')}")
+    if not (math.isfinite(lr) and lr >= floor):
+        return rule, f"{by_rule}: the range test blew up below a hundredth of it (at {10*lr:.2g}), which says nothing of stage 2", cap
     top, by = r.lr*cap, "stage 1's rate" if cap == 1 else f"{cap:g}x stage 1's rate"
-    if lr <= top: return lr, 'range test', cap
-    how = f"{by}; the range test allowed {lr:.2g}"
-    if cap < r.lr2_cap: how += f" (lr2_cap={r.lr2_cap:g} needs {r.lr2_cap_steps} steps; this stage 2 has {steps})"
-    return top, how, cap
+    return (lr, 'range test', cap) if lr <= top else (top, f"{by}; the range test allowed {lr:.2g}", cap)
+
+# %% ../nbs/03a_fine_tune.ipynb #fa31b446
+class Stage2Watch(Callback):
+    "Stage 2 may not undo stage 1: an epoch far below the head's best accuracy ends it; an end worse than the head brings the head back."
+    order = 55   # after the divergence guard, before the checkpoints
+    def __init__(self, drop:float=0.05, # How far below the head's best accuracy an epoch at full size may fall
+                 collapse:float=0.15): # How far any epoch may fall, smaller photos or not
+        self.drop, self.collapse = drop, collapse
+    def before_fit(self):
+        l = self.learn
+        best = next((r for r in l.history if r['epoch'] == l.best_epoch), None)
+        self.acc, self.loss = l.best_acc, (best['val_loss'] if best and best['stage'] == 'frozen' else math.inf)
+        self.state, self.stop = l.best_state, False   # the head's best weights (a copy, replaced, never changed)
+    def before_epoch(self):
+        if self.stop: raise CancelFitException
+    def after_epoch(self):
+        l, r = self.learn, self.learn.record
+        full = r.get('size') in (None, l.data.size)
+        if r['val_acc'] >= self.acc - (self.drop if full else self.collapse) or l.best_state is None: return
+        l.model.load_state_dict(l.best_state); self.stop = True
+        self._say(f"stage 2 stopped after epoch {r['epoch']}: its validation accuracy fell to {r['val_acc']:.1%}, more than "
+                  f"{self.drop if full else self.collapse:.0%} below the head's {self.acc:.1%}; the model holds the best weights so far "
+                  f"(epoch {l.best_epoch})")
+    def after_fit(self):
+        l = self.learn
+        last = l.history[-1] if l.history else None
+        if self.stop or last is None or last['stage'] == 'frozen' or self.state is None: return
+        if last['val_loss'] > self.loss and last['val_acc'] <= self.acc:
+            l.model.load_state_dict(self.state)
+            self._say(f"stage 2 ended below the head (validation loss {last['val_loss']:.3g} against {self.loss:.3g}, accuracy "
+                      f"{last['val_acc']:.1%} against {self.acc:.1%}): the model holds the head's weights again")
+    def _say(self, msg:str):
+        self.learn.stage_lrs['stage2_note'] = msg
+        if self.learn.verbose: print(msg, flush=True)
 
 # %% ../nbs/03a_fine_tune.ipynb #d0b15188
 @patch
@@ -193,7 +233,7 @@ def _stage2(self:Learner, r:Recipe, start:int, resume, say, kwargs) -> list:
     sizes = progressive_sizes(self.data.size, r.epochs) if r.progressive else None
     px = f" on photos from {sizes[0]} to {sizes[-1]} px" if sizes and sizes[0] < sizes[-1] else ''
     say(f"Stage 2: {what} ({n_trainable(self.model):,} trainable parameters){px}, lr {lr2:.3g} ({how}) for the head, {lr2/r.body_div:.3g} for the body")
-    kwargs = {**kwargs, 'cbs': [*(kwargs.get('cbs') or []), *([MixUp(r.mixup)] if r.mixup else [])]}
+    kwargs = {**kwargs, 'cbs': [*(kwargs.get('cbs') or []), Stage2Watch(), *([MixUp(r.mixup)] if r.mixup else [])]}
     return self.fit(r.epochs, lr2, body_lr=lr2/r.body_div, views=r.views, clean=r.clean, flip=r.flip, cache=None if r.cache else False,
                     sizes=sizes, resume=resume, **kwargs)
 
@@ -245,7 +285,8 @@ def probe(learn:Learner, # A learner with fresh weights, built with the recipe's
     cut = 0 if start is None else start % n                           # stage 2 trains from this stage on
     cache_cut = cut if cut and r.cache else n - 1                     # stage 1's cache: stage 2's inputs, or the pooled features
     dl = learn.data.valid_dl                                          # in order: drawing from it changes no generator
-    with torch.random.fork_rng(devices=[]), keep_modes(model):
+    bar = progress(total=5, desc='timing the work on one batch', unit='parts', show=learn.progress)
+    with torch.random.fork_rng(devices=[]), keep_modes(model), bar:
         it = iter(dl); next(it)
         t = time.perf_counter(); x, y = next(it) if len(dl) > 1 else next(iter(dl)); load = (time.perf_counter() - t)/len(y)
         x, y = to_device(x, learn.device, learn.channels_last), y.to(learn.device)
@@ -262,16 +303,18 @@ def probe(learn:Learner, # A learner with fresh weights, built with the recipe's
                     prefix = fold_bn(prefix) if cut else None               # as `FrozenPrefix` runs it
                     inp = prefix(x).float() if cut else x
                     pre = fastest(lambda: prefix(x), reps=reps, device=learn.device)[0]/len(y) if cut else 0.0
+                bar.update(2)
                 body, head = split_at(model, n - 1)
                 feats = body(x)                                       # what stage 1's head trains on
             for p in suffix.parameters(): p.requires_grad_(True)   # the head is the last of them
             learn._train_mode()
-            fit1 = _step_time(learn, head, feats, y, reps)
+            fit1 = _step_time(learn, head, feats, y, reps); bar.update()
             if cut and not r.cache:   # on photos the frozen stages run before each step: timed apart, the two cost more
                 train = max(_step_time(learn, learn.image_model(), x, y, reps) - pre, 0.0)
             else: train = _step_time(learn, suffix, inp, y, reps)
-            model.eval()
+            bar.update(); model.eval()
             with torch.no_grad(): ev = fastest(lambda: suffix(inp), reps=reps, device=learn.device)[0]/len(y)
+            bar.update()
         finally:
             for p, g in grads.items(): p.requires_grad_(g); p.grad = None
             with torch.no_grad():

@@ -10,7 +10,7 @@ import torch
 from fastcore.basics import patch
 
 from .core import UserError, check_count
-from .data import _grid, denormalize
+from .data import denormalize, image_grid
 from .train import Learner
 from .predict import confusion_matrix
 
@@ -118,4 +118,4 @@ def plot_top_losses(self:Interpretation, k:int=9, # How many images
         titles.append(f"{d.idx_to_name(p)} / {d.idx_to_name(t)}\nloss {l:.2f}, p(true) {self.probs[i, t]:.2f}")
         colors.append('#cf222e' if p != t else '#1a7f37')
         images.append(denormalize(self.ds[i][0], d.mean, d.std))
-    return _grid(images, titles, colors, ncols, 'predicted / true, loss, probability of the true class')
+    return image_grid(images, titles, colors, ncols, 'predicted / true, loss, probability of the true class')

@@ -18,8 +18,8 @@ from torch.utils.data import Dataset, Subset
 from .core import (UserError, argname, atomic_open, autocast, check_count, check_device, check_not_input, check_writable,
                             option)
 from .core import progress as _bar
-from .data import (BadImageError, ImageList, Loader, TestDataset, _few, _nfc, _shown, as_rgb, escape_name,
-                            eval_transform, load_rgb, show_preds)
+from .data import ImageList, Loader, TestDataset, eval_transform, show_preds
+from .photos import BadImageError, as_rgb, escape_name, few, load_rgb, nfc, shown
 from .distributed import Dist
 from .loop import item_losses
 from .models import checksum, fold_bn, keep_modes, model_from_checkpoint
@@ -50,10 +50,10 @@ def _warn_names(path, files:list, rows:list):
     odd = [r['file_name'] for f, r in zip(files, rows) if r['file_name'] != f]
     if odd: warnings.warn(f"{len(odd)} file name{'s are' if len(odd) > 1 else ' is'} not UTF-8 (or spell an escape): {path} "
                           f"has {'them' if len(odd) > 1 else 'it'} with each odd byte as \\xNN and each backslash as \\x5c "
-                          f"({_few(odd, 3)}); flower_tl.data.unescape_name gives the bytes back")
+                          f"({few(odd, 3)}); flower_tl.photos.unescape_name gives the bytes back")
     risky = [v for r in rows for k in ('file_name', 'name') if (v := r.get(k, '')).startswith(_FORMULA)]
     if risky: warnings.warn(f"{len(risky)} name{'s' if len(risky) > 1 else ''} in {path} begin{'' if len(risky) > 1 else 's'} "
-                            f"with =, +, - or @, which a spreadsheet may run as a formula ({_few(map(_shown, risky), 3)}): "
+                            f"with =, +, - or @, which a spreadsheet may run as a formula ({few(map(shown, risky), 3)}): "
                             "written exactly, as Kaggle expects; open the CSV as text, not in a spreadsheet")
 
 # %% ../nbs/04_predict.ipynb #bdaa5cd6
@@ -105,9 +105,9 @@ class Predictions:
     def summary(self, max_skipped:int=5, # List at most this many skipped files by name
                ) -> str:
         "One line: how many images were predicted, and how many were skipped and why."
-        s = f"predicted {len(self)} image{'s'*(len(self) != 1)} in {_shown(self.folder)}" + (" with flip TTA" if self.tta else "")
+        s = f"predicted {len(self)} image{'s'*(len(self) != 1)} in {shown(self.folder)}" + (" with flip TTA" if self.tta else "")
         if self.skipped:
-            s += f"; skipped {len(self.skipped)} unreadable: " + '; '.join(f"{_shown(n)} ({r})" for n, r in self.skipped[:max_skipped])
+            s += f"; skipped {len(self.skipped)} unreadable: " + '; '.join(f"{shown(n)} ({r})" for n, r in self.skipped[:max_skipped])
             if len(self.skipped) > max_skipped: s += f"; and {len(self.skipped) - max_skipped} more"
         return s
     def __repr__(self): return f"<Predictions: {self.summary()}>"
@@ -227,7 +227,7 @@ def show(self:Predictor, image, # A path, a PIL image, a uint8 array or a binary
     top = self.predict(img, topk, tta)['topk']
     img = img.copy(); img.thumbnail((200, 200))  # enough to see, small to store
     fig, (a, b) = plt.subplots(1, 2, figsize=(7, 2.6), gridspec_kw=dict(width_ratios=[1, 1.4]), dpi=80)
-    a.imshow(img); a.axis('off'); a.set_title(_shown(Path(os.fsdecode(image)).name) if isinstance(image, (str, bytes, os.PathLike)) else '', fontsize=9)
+    a.imshow(img); a.axis('off'); a.set_title(shown(Path(os.fsdecode(image)).name) if isinstance(image, (str, bytes, os.PathLike)) else '', fontsize=9)
     bars = b.barh(range(len(top)), [t['prob'] for t in top], color=['tab:green'] + ['tab:gray']*(len(top) - 1))
     b.bar_label(bars, [f"{t['prob']:.1%}" for t in top], fontsize=7, padding=2)
     b.set_yticks(range(len(top)), [f"{t['name']} ({t['id']})" for t in top], fontsize=8)
@@ -359,7 +359,7 @@ def _read_id_csv(path, what):
             r = csv.DictReader(f)
             if not {'file_name', 'id'} <= set(r.fieldnames or ()):
                 raise UserError(f"{path} is not a CSV with the columns file_name,id")
-            return {_nfc(row['file_name']): row['id'] for row in r}
+            return {nfc(row['file_name']): row['id'] for row in r}
     except UnicodeDecodeError: raise UserError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV with the columns file_name,id") from None
 
 def csv_accuracy(pred_csv, # Predictions: a CSV with the columns `file_name,id`
@@ -372,7 +372,7 @@ def csv_accuracy(pred_csv, # Predictions: a CSV with the columns `file_name,id`
     missing = sorted(set(true) - set(pred))
     if missing:
         warnings.warn(f"{len(missing)} of the {len(true)} labelled files in {labels_csv} have no prediction in {pred_csv} (not in "
-                      f"the folder, or skipped as unreadable): {_few(missing)}; the accuracy is over the {len(scored)} that have one")
+                      f"the folder, or skipped as unreadable): {few(missing)}; the accuracy is over the {len(scored)} that have one")
     correct = sum(pred[f] == true[f] for f in scored)
     return dict(accuracy=correct/len(scored) if scored else float('nan'), correct=correct, n=len(scored), missing=missing,
                 unlabelled=sorted(set(pred) - set(true)))
@@ -389,14 +389,14 @@ def evaluate(self:Predictor, folder, # A labelled folder, one subfolder per cate
     "Predict a labelled folder and compare with the truth: accuracies, confusions and the worst mistakes."
     listing = TestDataset(folder)
     folder, files = listing.root, [listing.name(i) for i in range(len(listing))]
-    index = {_nfc(c): i for i, c in enumerate(self.classes)}   # folder names in NFC, as training reads them
+    index = {nfc(c): i for i, c in enumerate(self.classes)}   # folder names in NFC, as training reads them
     loose = [f for f in files if '/' not in f]
     if loose: raise UserError(f"{folder} holds images outside class folders (e.g. {loose[0]}); "
                               "give a labelled folder with one subfolder per category id, like valid/")
-    unknown = sorted({_nfc(f.split('/')[0]) for f in files} - set(index), key=lambda c: (len(c), c))
-    if unknown: raise UserError(f"{folder} has class folders the model does not know: {', '.join(map(_shown, unknown[:10]))}; "
+    unknown = sorted({nfc(f.split('/')[0]) for f in files} - set(index), key=lambda c: (len(c), c))
+    if unknown: raise UserError(f"{folder} has class folders the model does not know: {', '.join(map(shown, unknown[:10]))}; "
                                 f"it knows {', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''}")
-    ds = ImageList(listing.files, [index[_nfc(f.split('/')[0])] for f in files], self.classes, self.transform,
+    ds = ImageList(listing.files, [index[nfc(f.split('/')[0])] for f in files], self.classes, self.transform,
                    root=folder, with_names=True)
     preds, targets = self._run(ds, bs, tta, skip_bad, num_workers, progress, 'evaluate')
     return Evaluation(preds, targets)
@@ -481,7 +481,7 @@ def summary(self:Evaluation, n_confused:int=5, # Most confused pairs to list
     lines = [f"{self.n} images in {len(self.per_class)} classes: accuracy {self.accuracy:.1%}" +
              (f", top-5 accuracy {self.topk_accuracy(5):.1%}" if self._top5 else "") + (" (flip TTA)" if self.preds.tta else "")]
     if self.preds.skipped: lines.append(f"skipped {len(self.preds.skipped)} unreadable: " +
-                                        '; '.join(f"{_shown(f)} ({r})" for f, r in self.preds.skipped))
+                                        '; '.join(f"{shown(f)} ({r})" for f, r in self.preds.skipped))
     weak = sorted(self.per_class.items(), key=lambda kv: (kv[1]['accuracy'], kv[0]))[:5]
     lines.append("lowest per-class accuracy: " + ', '.join(f"{v['name']} ({c}) {v['correct']}/{v['n']}" for c, v in weak))
     conf = self.most_confused(n_confused)

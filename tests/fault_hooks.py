@@ -11,7 +11,7 @@ import os, signal, sys, time
 from dataclasses import dataclass
 from functools import partial
 
-from flower_tl.callbacks import Callback
+from flower_tl.loop import Callback
 
 
 @dataclass
@@ -30,9 +30,9 @@ class Fault(Callback):
             raise ValueError(f"a fault is RANK:EPOCH:ITERATION[:exit|hang|sigint]; got {spec!r}")
         return cls(*map(int, parts[:3]), *parts[3:])
 
-    def before_step(self, learn, phase, iteration):
-        if phase != 'train' or (learn.dist.rank, learn.epoch + 1, iteration) != (self.rank, self.epoch, self.iteration):
-            return
+    def before_batch(self):
+        l = self.learn
+        if not l.training or (l.dist.rank, l.epoch + 1, l.iter) != (self.rank, self.epoch, self.iteration): return
         if self.action == 'sigint':   # as if Ctrl-C were pressed now: no race with a signal sent from outside
             print(f"test fault: SIGINT at epoch {self.epoch}, iteration {self.iteration}", flush=True)
             return os.kill(os.getpid(), signal.SIGINT)

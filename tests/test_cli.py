@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_cli
-from flower_tl.data import sample_path
+from flower_tl.photos import sample_path
 
 SAMPLE = sample_path()
 FAST = ['--size', '64', '--bs', '16', '--workers', '0', '--device', 'cpu']
@@ -35,10 +35,9 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def run(tiny, tmp_path_factory):
-    "`flower_tl train` on the tiny folder: 2 epochs of the head, 1 of everything, at 64 px."
+    "`flower_tl train` on the tiny folder: 2 epochs of the head, 1 of stage 2, at 64 px; no --arch: on a CPU, efficientnet_lite0."
     out = tmp_path_factory.mktemp('run')/'out'
-    r = run_cli('train', '--data', tiny, '--arch', 'efficientnet_lite0', '--freeze-epochs', '2', '--epochs', '1',
-                '--lr-find', '--out', out, *FAST)
+    r = run_cli('train', '--data', tiny, '--freeze-epochs', '2', '--epochs', '1', '--lr-find', '--out', out, *FAST)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
 
@@ -134,7 +133,7 @@ def test_evaluate(run, tiny, tmp_path):
     assert e['accuracy'] == pytest.approx(json.loads((out/'metrics.json').read_text())['best_val_acc'], abs=1e-6)
 
 def test_demo_default_out_twice(tmp_path):
-    "The demo writes into a new ./flower_tl_demo/<time>/ each run, so a second run works and keeps the first."
+    "The demo writes into a new ./flower_tl_demo/<time>/ each run (training into its train/), so a second run works and keeps the first."
     cmd = [sys.executable, '-m', 'flower_tl', 'demo', '--epochs', '0', '--freeze-epochs', '2', '--size', '64',
            '--workers', '0', '--device', 'cpu']
     env = dict(os.environ, MPLBACKEND='Agg', PYTHONPATH=str(ROOT))
@@ -143,8 +142,8 @@ def test_demo_default_out_twice(tmp_path):
     outs = sorted((tmp_path/'flower_tl_demo').iterdir())
     assert len(outs) == 2
     for o in outs:
-        assert {'best.pth', 'metrics.json', 'curves.png', 'test_predictions.csv', 'valid_evaluation.json',
-                'valid_mistakes.png'} <= {p.name for p in o.iterdir()}
+        assert {'train', 'test_predictions.csv', 'valid_evaluation.json', 'valid_mistakes.png'} <= {p.name for p in o.iterdir()}
+        assert {'best.pth', 'last.pth', 'metrics.json', 'curves.png'} <= {p.name for p in (o/'train').iterdir()}
         assert (o/'test_predictions.csv').read_text().splitlines()[0] == 'file_name,id'
     out = runs[0].stdout
     assert 'train: 96 images in 6 classes' in out and 'test accuracy: ' in out and 'everything is in' in out
@@ -191,7 +190,7 @@ def test_help_on_every_command():
     (['demo', '--data', 'no/such/folder'], ['no/such/folder']),
     (['train', '--data', SAMPLE, '--arch', 'efficientnet_lite0', '--out', 'RUN'], ['not empty', '--overwrite']),
     (['predict', '--checkpoint', 'CKPT', '--images', SAMPLE/'test', '--csv', 'CSV'], ['already exists', '--overwrite']),
-    (['train', '--data', SAMPLE, '--lr', '0.1', '--lr-find'], ['not allowed with']),
+    (['train', '--data', SAMPLE, '--lr', '0.1', '--lr-find'], ['give either --lr or --lr-find, not both']),
     (['predict', '--images', 'x'], ['--checkpoint', '--help']),   # argparse's usage errors are one line too
     (['train', '--data', SAMPLE, '--arch', 'efficientnet_lite0', '--recipe', 'quick', '--progressive'], ['--progressive needs photos', '--no-cache']),
 ])
@@ -204,9 +203,11 @@ def test_user_errors(args, needles, junk, run, tmp_path):
     assert not (tmp_path/'out.csv').exists() and (tmp_path/'exists.csv').read_text() == 'precious'
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
-def test_debug_shows_traceback():
-    from flower_tl.data import UserError
+def test_debug_shows_traceback(tmp_path):
+    from flower_tl.core import UserError
     for args in (['--debug', 'demo', '--data', 'no/such/folder'], ['demo', '--data', 'no/such/folder', '--debug']):
         with pytest.raises(UserError, match='no/such/folder'): main_(*args)
-    r = run_cli('--debug', 'predict', '--checkpoint', 'no/such.pth', '--images', '.', '--csv', 'x.csv')
+    # (a CSV outside the images: one inside them is refused first, as an output over an input)
+    r = run_cli('--debug', 'predict', '--checkpoint', 'no/such.pth', '--images', SAMPLE/'test', '--csv', tmp_path/'x.csv')
     assert r.returncode == 1 and 'Traceback' in r.stderr and 'no/such.pth' in r.stderr
+    assert not (tmp_path/'x.csv').exists()

@@ -1,4 +1,4 @@
-"""flower_tl.data where notebooks are a poor fit: loader worker processes (forked and spawned), unreadable files
+"""flower_tl.data and flower_tl.photos where notebooks are a poor fit: loader worker processes (forked and spawned), unreadable files
 injected into real data folders, and the official Oxford 102 split read from a fake local copy (never downloaded)."""
 import hashlib, io, multiprocessing, pickle, sys, warnings
 from pathlib import Path
@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from flower_tl.data import (BadImageError, FlowerData, TestDataset, UserError, find_bad_images, load_rgb,
-                            sample_path, show_batch, show_preds)
+from flower_tl.core import UserError
+from flower_tl.data import FlowerData, TestDataset, show_batch, show_preds
+from flower_tl.photos import BadImageError, find_bad_images, load_rgb, sample_path
 import flower_tl.flowers102   # adds FlowerData.from_flowers102
 
 torch.set_num_threads(2)
@@ -136,7 +137,7 @@ def test_same_seed_same_batches_with_workers():
 def test_no_training_batch_of_one(tmp_path):
     root = make_data(tmp_path/'d', train={'1': 5, '2': 4}, valid={'1': 1, '2': 1})   # 9 images
     for bs, sizes in [(8, [8]), (4, [4, 4]), (3, [3, 3, 3]), (2, [2, 2, 2, 2])]:
-        data = FlowerData.from_folder(root, size=16, bs=bs, num_workers=2)
+        data = FlowerData.from_folder(root, size=32, bs=bs, num_workers=2)
         assert [len(y) for _, y in data.train_dl] == sizes
         assert sum(len(y) for _, y in data.valid_dl) == 2
 
@@ -238,7 +239,7 @@ def test_flowers102_without_scipy(flowers102, monkeypatch):
 def test_flowers102_broken_copies(tmp_path):
     base = _fake_flowers102(tmp_path/'a', n_images=40, n_classes=2)   # 20 train, 20 valid, 0 test images
     with pytest.warns(UserWarning):
-        data = FlowerData.from_flowers102(tmp_path/'a', size=16, bs=4, num_workers=0)
+        data = FlowerData.from_flowers102(tmp_path/'a', size=32, bs=4, num_workers=0)
     assert (len(data.train_ds), len(data.valid_ds), data.test_ds, data.test_dl) == (20, 20, None, None)
     (base/'jpg'/'image_00003.jpg').unlink()
     with pytest.warns(UserWarning), pytest.raises(UserError, match='image_00003.jpg'):

@@ -102,7 +102,7 @@ def test_no_error_and_no_machine_path_in_pages(site):
 def _png_of_a_flower() -> str:
     "A real photo from the bundled sample, as base64 PNG (what a notebook stores for a figure)."
     from PIL import Image
-    from flower_tl.data import sample_path
+    from flower_tl.photos import sample_path
     img = Image.open(sorted((sample_path() / 'train' / '1').iterdir())[0]).convert('RGB')
     img.thumbnail((96, 96))
     buf = io.BytesIO()
@@ -125,7 +125,7 @@ def fixture_site(tmp_path_factory):
     demo = _nb(
         md('# Demo page\n\n> The tagline of the demo page'),
         md('Intro prose: see [the broken page](01_broken.ipynb), `sample_path` and $\\alpha$.\n\n![A flower](flower.png)'),
-        code('#| hide\nfrom nbdev.showdoc import show_doc\nfrom flower_tl.data import sample_path\nHIDDEN_MARKER = 1'),
+        code('#| hide\nfrom nbdev.showdoc import show_doc\nfrom flower_tl.photos import sample_path\nHIDDEN_MARKER = 1'),
         code('#| export\ndef sample_path(): # never run by the docs build\n    "Exported body."\n    raise RuntimeError("executed")'),
         code('#| exporti\nEXPORTI_MARKER = 2'),
         code('#| echo: false\nECHO_FALSE_MARKER = 3', nbformat.v4.new_output('display_data', data=png)),

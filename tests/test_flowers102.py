@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from flower_tl.core import UserError
-from flower_tl.data import FlowerData, sample_path
+from flower_tl.data import FlowerData
+from flower_tl.photos import sample_path
 from flower_tl.flowers102 import flowers102_folder
 
 scipy_io = pytest.importorskip('scipy.io')

@@ -73,7 +73,7 @@ def test_smoke_figures_are_finite(smoke):
 
 
 def test_prepare_into_a_folder(tmp_path):
-    from flower_tl.data import sample_path
+    from flower_tl.photos import sample_path
     d = tmp_path/'gpu'
     args = ('--prepare', '--source', sample_path(), '--prepare-dir', d, '--per-class', 2, '--short-side', 96,
             '--no-wheels')
@@ -96,7 +96,7 @@ def test_prepare_into_a_folder(tmp_path):
 
 
 def test_prepare_refuses_to_go_over_budget(tmp_path):
-    from flower_tl.data import sample_path
+    from flower_tl.photos import sample_path
     r = _run('--prepare', '--source', sample_path(), '--prepare-dir', tmp_path/'gpu', '--per-class', 1, '--no-wheels',
              '--data-budget-mb', 0.001, timeout=300)
     assert r.returncode == 2

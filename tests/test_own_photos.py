@@ -13,7 +13,8 @@ from torch import nn
 
 from flower_tl.core import (RUN_LOCK, UserError, atomic_open, check_not_input, claim_folder, command_line,
                             fresh_folder)
-from flower_tl.data import FlowerData, load_rgb, sample_path, unescape_name
+from flower_tl.data import FlowerData
+from flower_tl.photos import load_rgb, sample_path, unescape_name
 from flower_tl.predict import Predictions, Predictor, csv_accuracy
 from tests.conftest import ROOT
 from tests.test_safety import snapshot

@@ -2,9 +2,9 @@
 import subprocess, sys, configparser
 from tests.conftest import ROOT, run_cli
 
-MODULES = ['flower_tl', 'flower_tl.core', 'flower_tl.data', 'flower_tl.flowers102', 'flower_tl.lookahead', 'flower_tl.clr', 'flower_tl.distributed',
-           'flower_tl.models', 'flower_tl.cache', 'flower_tl.callbacks', 'flower_tl.train', 'flower_tl.fine_tune',
-           'flower_tl.predict', 'flower_tl.interpret', 'flower_tl.cli']
+MODULES = ['flower_tl', 'flower_tl.core', 'flower_tl.photos', 'flower_tl.data', 'flower_tl.flowers102', 'flower_tl.lookahead', 'flower_tl.loop',
+           'flower_tl.clr', 'flower_tl.distributed', 'flower_tl.models', 'flower_tl.cache', 'flower_tl.callbacks', 'flower_tl.plots',
+           'flower_tl.train', 'flower_tl.fine_tune', 'flower_tl.predict', 'flower_tl.interpret', 'flower_tl.cli']
 
 def test_imports_without_nbdev():
     # `sys.modules['x'] = None` makes any `import x` fail, as if x were not installed
@@ -31,7 +31,7 @@ def test_console_script_installed():
     assert r.returncode == 0 and 'usage: flower_tl' in r.stdout
 
 def test_sample_is_bundled():
-    from flower_tl.data import sample_path
+    from flower_tl.photos import sample_path
     p = sample_path()
     assert sorted(d.name for d in (p/'train').iterdir()) == ['1', '10', '2', '50', '77', '84']
     assert sum(1 for _ in p.rglob('*.jpg')) == 6*(16+4+2)
@@ -42,7 +42,7 @@ def test_demo_runs(tmp_path):
     r = run_cli('demo', '--out', tmp_path/'demo')
     assert r.returncode == 0, r.stderr
     assert 'train: 96 images in 6 classes' in r.stdout and 'test accuracy: ' in r.stdout
-    assert (tmp_path/'demo'/'best.pth').is_file() and (tmp_path/'demo'/'test_predictions.csv').is_file()
+    assert (tmp_path/'demo'/'train'/'best.pth').is_file() and (tmp_path/'demo'/'test_predictions.csv').is_file()
 
 def test_user_error_is_one_line():
     r = run_cli('demo', '--data', 'no/such/folder')

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from flower_tl.data import UserError, sample_path
+from flower_tl.core import UserError
+from flower_tl.photos import sample_path
 from flower_tl.predict import Predictor, atomic_open
 
 SAMPLE = sample_path()

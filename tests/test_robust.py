@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, run_cli
-from flower_tl.data import FlowerData, sample_path
+from flower_tl.data import FlowerData
+from flower_tl.photos import sample_path
 from flower_tl.models import read_checkpoint
 
 SAMPLE = sample_path()
@@ -59,13 +60,14 @@ def test_divergence_is_never_a_silent_success(tmp_path):
 
 def test_freeze_is_freeze_to_minus_one():
     "One BatchNorm default: Learner.freeze() freezes what Learner.freeze_to(-1) freezes, so the head trains on the cache."
-    from flower_tl.train import Learner, create_model, arch_info
+    from flower_tl.train import Learner
+    from flower_tl.models import arch_info, create_model, n_stages
     info = arch_info('efficientnet_lite0')
     data = FlowerData.from_folder(size=64, mean=info['mean'], std=info['std'], bs=16, num_workers=0)
-    a = Learner(data, create_model('efficientnet_lite0', 6, pretrained=False), progress=False, verbose=False).freeze()
-    b = Learner(data, create_model('efficientnet_lite0', 6, pretrained=False), progress=False, verbose=False).freeze_to(-1)
+    a = Learner(data, create_model('efficientnet_lite0', 6, pretrained=False), progress=False).freeze()
+    b = Learner(data, create_model('efficientnet_lite0', 6, pretrained=False), progress=False).freeze_to(-1)
     assert [p.requires_grad for p in a.model.parameters()] == [p.requires_grad for p in b.model.parameters()]
-    assert a.body_frozen and a.frozen_stages == b.frozen_stages > 0
+    assert a.frozen_stages == b.frozen_stages == n_stages(a.model) - 1 > 0   # the body frozen: all but the head
 
 def test_lr_find_command_sweeps_what_train_sweeps(tmp_path):
     "`flower_tl lr-find` and `train --lr-find` run the same range test (loss, cache, data), so they suggest the same rate."
@@ -106,18 +108,25 @@ class NanOnce:
 @pytest.mark.outcome
 def test_guard_recovers_from_a_nan_in_mid_epoch():
     "A nan training loss in the middle of an epoch: the best weights come back, the rate is cut, the schedule goes on."
-    from flower_tl.train import Learner, create_model, arch_info
+    from flower_tl.train import Learner
+    from flower_tl.models import arch_info, create_model
+    from flower_tl.loop import Callback
+    from flower_tl.callbacks import LRSchedule
+    class KeepSchedule(Callback):
+        "Keep the fit's scheduler, which goes with the fit's `LRSchedule`."
+        def after_fit(self): self.sched = next(cb for cb in self.learn.cbs if isinstance(cb, LRSchedule)).sched
     info = arch_info('efficientnet_lite0')
     data = FlowerData.from_folder(size=64, mean=info['mean'], std=info['std'], bs=16, num_workers=0)
     loss = NanOnce()
-    learn = Learner(data, create_model('efficientnet_lite0', 6), loss_func=loss, seed=0, progress=False, verbose=False)
+    learn = Learner(data, create_model('efficientnet_lite0', 6), loss_func=loss, seed=0, progress=False)
     learn.freeze().fit(2, 0.05, sched='one_cycle')
     head = learn.best_acc
     loss.at = loss.calls + 3                        # the third training step of the next fit
-    h = learn.fit(3, 0.05, sched='one_cycle')
+    kept = KeepSchedule()
+    h = learn.fit(3, 0.05, sched='one_cycle', cbs=[kept])
     assert [r.get('guard') for r in h] == ['recovered', None, None], h
     assert 'the loss became nan' in learn.guard_log[0]['reason'] and learn.status == 'recovered'
-    assert learn.sched.last_epoch == 3*len(data.train_dl)   # the one-cycle schedule ran to its end
+    assert kept.sched.last_epoch == 3*len(data.train_dl)   # the one-cycle schedule ran to its end
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
     assert h[-1]['val_acc'] >= head - 2/24, (head, h)
 
@@ -142,17 +151,18 @@ def test_time_budget(tmp_path):
 def test_lr2_cap_applies_from_lr2_cap_steps():
     "The CPU recipe's `lr2_cap=2` lifts stage 2's ceiling only for a stage 2 of `lr2_cap_steps` steps or more; shorter ones stop at stage 1's rate."
     import flower_tl.fine_tune as ft
-    from flower_tl.train import Learner, arch_info, create_model
+    from flower_tl.train import Learner
+    from flower_tl.models import arch_info, create_model
     info = arch_info('efficientnet_lite0')
     def stage2(min_steps):
         "Stage 2's rate, and what its range test allowed (a tenth of the blow-up), with `lr2_cap_steps=min_steps`."
-        r = {**ft.recipe('cpu', 'efficientnet_lite0'), 'freeze_epochs': 2, 'epochs': 1, 'lr': 0.01}   # well under the blow-up/10
-        data = FlowerData.from_folder(SAMPLE, size=64, mean=info['mean'], std=info['std'], bs=r['bs'], num_workers=0)
-        learn = Learner(data, create_model('efficientnet_lite0', data.n_classes), seed=0, progress=False, verbose=False,
-                        label_smoothing=r['label_smoothing'])
-        ft.fine_tune_recipe(learn, r, lr2_cap_steps=min_steps)
+        r = ft.recipe('cpu', 'efficientnet_lite0').replace(freeze_epochs=2, epochs=1, lr=0.01,   # well under the blow-up/10
+                                                           lr2_cap_steps=min_steps)
+        data = FlowerData.from_folder(SAMPLE, size=64, mean=info['mean'], std=info['std'], bs=r.bs, num_workers=0)
+        learn = Learner(data, create_model('efficientnet_lite0', data.n_classes), loss_func=r.loss_func(), seed=0, progress=False)
+        learn.fine_tune(recipe=r)
         sweep = learn.stage2_lr_find
-        return r['lr'], (sweep.lrs[-1]/10 if sweep.stop != 'done' else sweep.suggestion), learn.stage_lrs
+        return r.lr, (sweep.lrs[-1]/10 if sweep.stop != 'done' else sweep.suggestion), learn.stage_lrs
     lr, allowed, short = stage2(10**6)                     # 3 steps: the ceiling is stage 1's rate
     assert allowed > lr, allowed                           # so that the two ceilings differ on the sample
     assert short['lr2'] == pytest.approx(lr) and "needs 1000000 steps; this stage 2 has 3" in short['lr2_by'], short

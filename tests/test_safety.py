@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flower_tl.data import sample_path
+from flower_tl.photos import sample_path
 from tests.conftest import ROOT, ctrl_c_delivered
 
 SAMPLE = sample_path()
@@ -77,23 +77,31 @@ class Evil:
 
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory):
-    "A real (untrained) 2-class checkpoint with the training state of a run that had 3 epochs of stage 1, and an evil one."
+    """A real (untrained) 2-class checkpoint with the training state of a run interrupted after 1 of its 3 epochs of stage 1
+    (without its recipe, as older versions saved it), the same with its recipe, that of a finished run, and an evil one."""
+    from dataclasses import asdict
     from flower_tl.models import create_model, save_checkpoint
+    from flower_tl.fine_tune import recipe
     d = tmp_path_factory.mktemp('ckpt')
     model = create_model('efficientnet_lite0', 2, seed=0)
-    save_checkpoint(d/'last.pth', model, classes=['1', '50'], size=32, train_state=dict(stage='frozen', fit_epochs=3))
+    r = recipe('cpu', 'efficientnet_lite0').replace(bs=4, freeze_epochs=3)   # what FAST and --freeze-epochs 3 make
+    ts = dict(stage='frozen', fit_epochs=3, fit_epoch=1)
+    save_checkpoint(d/'last.pth', model, classes=['1', '50'], size=32, train_state=ts)
+    save_checkpoint(d/'recipe_last.pth', model, classes=['1', '50'], size=32, train_state=dict(ts, recipe=asdict(r)))
+    save_checkpoint(d/'done_last.pth', model, classes=['1', '50'], size=32,   # both stages done: 3 epochs, then 2
+                    train_state=dict(stage='partial', fit_epochs=2, fit_epoch=2, recipe=asdict(r.replace(epochs=2))))
     save_checkpoint(d/'best.pth', model, classes=['1', '50'], size=32)
     torch.save(dict(format=1, model=Evil()), d/'evil.pth')
     return d
 
 @pytest.fixture
 def world(tmp_path, checkpoints):
-    "A user's folder: data, a finished run, another run, a read-only folder, a plain file, a link, an existing CSV."
+    "A user's folder: data, runs (interrupted, the same, interrupted with its recipe, finished), a read-only folder, a plain file, a link, an existing CSV."
     w = tmp_path/'w'
     tiny_data(w/'data', test=2)
-    for name in ('run', 'other'):
+    for name, last in (('run', 'last.pth'), ('other', 'last.pth'), ('recent', 'recipe_last.pth'), ('done', 'done_last.pth')):
         (w/name).mkdir(parents=True)
-        for f in ('best.pth', 'last.pth'): shutil.copy(checkpoints/f, w/name/f)
+        shutil.copy(checkpoints/'best.pth', w/name/'best.pth'); shutil.copy(checkpoints/last, w/name/'last.pth')
         (w/name/'metrics.json').write_text(json.dumps({'run': name}))
     shutil.copy(checkpoints/'evil.pth', w/'evil.pth')
     (w/'notes.txt').write_text('precious')
@@ -154,7 +162,9 @@ CASES = {
     'resume into other run': (['train', '--data', 'W/data', *FAST, '--freeze-epochs', '3', '--resume', 'W/run/last.pth',
                                '--out', 'W/other'], ['other is not empty; pass --overwrite', '--out'], []),
     'resume, other epochs':  (['train', '--data', 'W/data', *FAST, '--freeze-epochs', '2', '--resume', 'W/run/last.pth'],
-                              ['is from a run with --freeze-epochs 3', 'resume with the same --freeze-epochs'], []),
+                              ['is from a run with --freeze-epochs 3', 'resume with --freeze-epochs 3'], []),
+    'resume, other bs':      (['train', '--data', 'W/data', *FAST, '--freeze-epochs', '3', '--bs', '8', '--resume', 'W/recent/last.pth'],
+                              ['is from a run with --bs 4, not --bs 8', 'resume with --bs 4'], []),
     'resume best.pth':       (['train', '--data', 'W/data', *FAST, '--resume', 'W/run/best.pth'], ['holds no training state'], []),
 }
 
@@ -172,6 +182,25 @@ def test_refused_before_any_work(case, world):
     refused(r, *needles, absent=absent)
     assert snapshot(world.parent) == before, "a refused run changed, added or removed a file or folder"
     assert (os.stat('/dev/full').st_mode, os.stat('/dev/full').st_rdev) == (dev.st_mode, dev.st_rdev)
+
+
+def test_resuming_a_finished_run_writes_nothing(world):
+    "A finished run's last.pth: the command says there is nothing to resume, exits 0, and leaves every file as it was."
+    before = snapshot(world.parent)
+    r = cli('train', '--data', world/'data', *FAST, '--freeze-epochs', '3', '--epochs', '2', '--resume', world/'done'/'last.pth',
+            cwd=world.parent)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    assert 'finished all its epochs: nothing to resume' in r.stdout and r.stderr == '', (r.stdout, r.stderr)
+    assert snapshot(world.parent) == before
+
+def test_a_live_runs_folder_is_refused_even_with_overwrite(world):
+    "A run's folder is claimed while it runs: a second run into it is refused, even with --overwrite, and changes nothing."
+    from flower_tl.core import claim_folder
+    with claim_folder(world/'busy'):   # this process: a live run
+        before = snapshot(world.parent)
+        r = cli('train', '--data', world/'data', *FAST, '--out', world/'busy', '--overwrite', cwd=world.parent)
+        refused(r, 'is in use by another flower_tl run', f'(process {os.getpid()})', '--overwrite never takes a live run')
+        assert snapshot(world.parent) == before
 
 
 # ---------------------------------------------------------------- links to folders: followed never, named always

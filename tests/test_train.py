@@ -7,9 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from flower_tl.data import FlowerData, UserError, IMAGENET_STATS, LITE_STATS
-from flower_tl.train import (Learner, LossNotFinite, create_model, read_checkpoint, load_checkpoint, save_checkpoint,
-                             model_from_checkpoint, get_head, n_trainable, sgd_lookahead)
+from flower_tl.core import UserError
+from flower_tl.data import FlowerData, IMAGENET_STATS, LITE_STATS
+from flower_tl.loop import LossNotFinite
+from flower_tl.models import create_model, read_checkpoint, model_from_checkpoint, get_head, n_trainable
+from flower_tl.lookahead import sgd_lookahead
+from flower_tl.callbacks import DivergenceGuard
+from flower_tl.train import Learner
+from flower_tl.fine_tune import Recipe
 from flower_tl.cache import FeatureCache
 from tests.conftest import ROOT, ctrl_c_delivered
 
@@ -18,7 +23,7 @@ torch.set_num_threads(1)  # a small shared CPU: more threads only fight each oth
 def tiny_sample(root=None) -> Path:
     "A subset of the bundled sample (6 classes, 4 train and 2 valid images each), made once per process."
     import shutil, tempfile
-    from flower_tl.data import sample_path
+    from flower_tl.photos import sample_path
     if root is None and not os.environ.get('FLOWER_TL_TINY'):
         import atexit
         root = tempfile.mkdtemp(prefix='tiny_flowers_')
@@ -32,11 +37,18 @@ def tiny_sample(root=None) -> Path:
         os.environ['FLOWER_TL_TINY'] = str(root)  # subprocesses started by the tests reuse it
     return root
 
-def make(path=None, loss_func=None, workers=0, arch='resnet18', size=32, stats=IMAGENET_STATS, **kwargs):
-    "A fresh learner on a tiny real sample at a tiny size, with random (not pretrained) weights and seed 0."
+def make(path=None, loss_func=None, workers=0, arch='resnet18', size=32, stats=IMAGENET_STATS, opt_func=None, guard=True,
+         amp=None, **attrs):
+    "A fresh learner on a tiny real sample at a tiny size, with random (not pretrained) weights and seed 0, silent; `attrs` set on it (`bn_eval`, `max_cache_gb`)."
     data = FlowerData.from_folder(tiny_sample(), size=size, mean=stats[0], std=stats[1], bs=8, num_workers=workers)
     model = create_model(arch, data.n_classes, pretrained=False)
-    return Learner(data, model, loss_func=loss_func, path=path, seed=0, progress=False, verbose=False, **kwargs)
+    l = Learner(data, model, loss_func=loss_func, opt_func=opt_func, path=path, seed=0, progress=False)
+    if not guard: l.remove_cb(DivergenceGuard)
+    if amp is not None: l.set_precision(amp=amp)
+    for k, v in attrs.items():
+        assert hasattr(l, k), k
+        setattr(l, k, v)
+    return l
 
 def same_weights(a, b):
     sa, sb = a.model.state_dict(), b.model.state_dict()
@@ -77,14 +89,14 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path, workers):
 @pytest.mark.outcome
 def test_fine_tune_resumes_in_stage_two(tmp_path):
     a = make(tmp_path/'a')
-    a.fine_tune(2, 0.05, freeze_epochs=2, lr2=0.025)   # a fixed stage-2 rate: no range test to count loss calls of
+    a.fine_tune(2, 0.05, freeze_epochs=2, recipe=Recipe(lr2=0.025))   # a fixed stage-2 rate: no range test to count loss calls of
     b = make(tmp_path/'b')
     n_frozen = len(b.data.train_dl) + len(b.data.valid_dl)  # cached stage 1: same number of loss calls
     b.loss_func = InterruptAt(2*n_frozen + calls_per_epoch(b) + 2)  # stage 2, second epoch
-    with pytest.raises(KeyboardInterrupt): b.fine_tune(2, 0.05, freeze_epochs=2, lr2=0.025)
+    with pytest.raises(KeyboardInterrupt): b.fine_tune(2, 0.05, freeze_epochs=2, recipe=Recipe(lr2=0.025))
     assert read_checkpoint(tmp_path/'b'/'last.pth')['train_state']['stage'] == 'unfrozen'
     c = make(tmp_path/'b')
-    c.fine_tune(2, 0.05, freeze_epochs=2, lr2=0.025, resume=tmp_path/'b'/'last.pth')
+    c.fine_tune(2, 0.05, freeze_epochs=2, recipe=Recipe(lr2=0.025), resume=tmp_path/'b'/'last.pth')
     assert same_weights(a, c) and strip(c.history) == strip(a.history)
 
 @pytest.mark.outcome
@@ -106,7 +118,7 @@ def test_stage_two_trains_with_its_own_optimizer():
     def opt_func(groups, lr):
         made.append(sgd_lookahead(groups, lr)); return made[-1]
     l = make(opt_func=opt_func)
-    l.fine_tune(1, 0.05, freeze_epochs=1, lr2=0.025)   # lr2 given: no sweep-only optimizer for a range test
+    l.fine_tune(1, 0.05, freeze_epochs=1, recipe=Recipe(lr2=0.025))   # lr2 given: no sweep-only optimizer for a range test
     assert len(made) == 2 and l.opt is made[1]
     head = {id(p) for p in get_head(l.model).parameters()}
     assert {id(p) for g in made[0].param_groups for p in g['params']} == head
@@ -134,7 +146,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
 @pytest.mark.outcome
 def test_nan_loss_stops_with_epoch_and_iteration():
     "Without a guard (with one, see tests/test_robust.py) a nan loss stops training, saying where and what to try."
-    l = make(guard=None)
+    l = make(guard=False)
     class NanAt(InterruptAt):
         def __call__(self, out, y):
             self.calls += 1
@@ -196,7 +208,7 @@ def test_data_and_model_must_agree(tmp_path):
     import torchvision
     data = FlowerData.from_folder(tiny_sample(), size=32, bs=16, num_workers=0)
     plain = torchvision.models.resnet18(num_classes=6)  # no .arch: fine to train, but checkpoints need create_model
-    Learner(data, plain, progress=False, verbose=False).fit(1, lr=0.01)
+    Learner(data, plain, progress=False).fit(1, lr=0.01)
     with pytest.raises(UserError, match='create_model'): Learner(data, plain, path=tmp_path)
     with pytest.raises(UserError, match='6 classes'): Learner(data, create_model('resnet18', 5, pretrained=False))
     with pytest.warns(UserWarning, match='normalised'): Learner(data, create_model('efficientnet_lite0', 6, pretrained=False))
@@ -229,7 +241,8 @@ def test_real_sigint_leaves_loadable_checkpoints_and_resumes(tmp_path):
 
 def test_bf16_and_channels_last_on_cpu():
     "The CUDA speed settings, exercised on the CPU: bfloat16 autocast and channels-last tensors."
-    l = make(amp='bf16', channels_last=True)
+    l = make(amp='bf16')
+    assert l.channels_last   # the default on the CPU
     assert l.amp_dtype == torch.bfloat16 and l.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     h = l.fit(1, lr=0.05)
     assert math.isfinite(h[0]['trn_loss']) and all(p.dtype == torch.float32 for p in l.model.parameters())
@@ -252,7 +265,7 @@ def test_lr_find_on_the_whole_model_leaves_everything_as_it_was():
 @pytest.mark.outcome
 def test_partial_fine_tune_on_cached_inputs_resumes_bitwise(tmp_path):
     "Stage 2 trains the last stages on cached inputs of the frozen ones; Ctrl-C in it, resume: the same weights and history."
-    kw = dict(freeze_to=-3, clean=True, views=1, lr2=0.025)   # resnet18: the last block, the pooling and the head train
+    kw = dict(recipe=Recipe(freeze_to=-3, clean=True, views=1, lr2=0.025))   # resnet18: the last block, the pooling and the head train
     a = make(tmp_path/'a')
     a.fine_tune(2, 0.05, freeze_epochs=1, **kw)
     assert [r['stage'] for r in a.history] == ['frozen', 'partial', 'partial'] and a.frozen_stages == 8
@@ -268,7 +281,7 @@ def test_partial_fine_tune_on_cached_inputs_resumes_bitwise(tmp_path):
     assert same_weights(a, c) and strip(c.history) == strip(a.history)
     d = make(tmp_path/'d')   # resuming with another split is refused, with what to do
     with pytest.raises(UserError, match='frozen stages'):
-        d.fine_tune(2, 0.05, freeze_epochs=1, resume=tmp_path/'b'/'last.pth', freeze_to=-4, clean=True)
+        d.fine_tune(2, 0.05, freeze_epochs=1, resume=tmp_path/'b'/'last.pth', recipe=Recipe(freeze_to=-4, clean=True))
 
 def test_cache_size_limit_falls_back_to_the_slow_path():
     "A frozen prefix whose outputs would take more than max_cache_gb is trained the slow way, with the same stages frozen."
@@ -284,7 +297,7 @@ def test_fine_tune_with_freeze_to_reads_the_images_once(monkeypatch):
     calls = []
     real = FeatureCache.features
     monkeypatch.setattr(FeatureCache, 'features', lambda self, split, *a, **k: calls.append(split) or real(self, split, *a, **k))
-    l.fine_tune(1, 0.05, freeze_epochs=1, freeze_to=-3, views=0, clean=True, flip=True)
+    l.fine_tune(1, 0.05, freeze_epochs=1, recipe=Recipe(freeze_to=-3, views=0, clean=True, flip=True))
     assert calls == ['train', 'valid'] and sorted(l.cache.entries) == [8, 10]
     ts = l.history[-1]
     assert ts['stage'] == 'partial'

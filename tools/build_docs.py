@@ -36,7 +36,7 @@ def notebooks(nbs: Path) -> list:
     return sorted(files, key=lambda p: (p.relative_to(nbs).parent.parts, p.name != 'index.ipynb', p.name))
 
 def md_page(rel: Path) -> str:
-    "The markdown page of a notebook, named as nbdev names its HTML page: `00_data.ipynb` -> `data.md`."
+    "The markdown page of a notebook, named as nbdev names its HTML page: `00b_data.ipynb` -> `data.md`."
     from nbdev.doclinks import _nbpath2html
     return _nbpath2html(Path(rel)).with_suffix('.md').as_posix()
 

@@ -1,6 +1,6 @@
 """Run notebooks top to bottom and save their outputs, with no paths of the machine that ran them.
 
-    .venv/bin/python tools/run_nb.py nbs/00_data.ipynb [more.ipynb ...] [--flags slow]
+    .venv/bin/python tools/run_nb.py nbs/00b_data.ipynb [more.ipynb ...] [--flags slow]
     .venv/bin/python tools/run_nb.py --scrub-only nbs/10_tutorial_flowers.ipynb   # outputs of a long run, kept
 
 Each notebook runs as `nbdev_test` runs it (from its own folder, cells flagged `#| slow`/`#| cuda` skipped
