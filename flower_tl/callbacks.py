@@ -8,8 +8,7 @@ __all__ = ['AvgStats', 'ProgressCB', 'one_cycle', 'LRSchedule', 'FitState', 'che
 
 # %% ../nbs/02d_callbacks.ipynb #8e6f13c7
 import math
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 from fastcore.basics import patch
@@ -17,7 +16,7 @@ from fastcore.basics import patch
 from .core import UserError, option, progress
 from .distributed import mix_seed
 from .loop import Callback, CancelFitException, CancelTrainException, item_losses
-from .models import check_fits, cpu_state, read_checkpoint, save_checkpoint
+from .models import check_fits, read_checkpoint, save_checkpoint
 
 # %% ../nbs/02d_callbacks.ipynb #afc0ae89
 class AvgStats:

@@ -4,18 +4,19 @@
 
 # %% auto #0
 __all__ = ['DEMO_SIZE', 'DEMO_FREEZE_EPOCHS', 'DEMO_EPOCHS', 'run_folder', 'closing_line', 'train_job', 'lr_find_job',
-           'predict_job', 'evaluate_job', 'describe_data', 'demo', 'main']
+           'predict_job', 'evaluate_job', 'demo', 'main']
 
 # %% ../nbs/05_cli.ipynb #9fbdf397
-import argparse, collections, contextlib, dataclasses, inspect, json, math, os, shutil, sys, time, warnings
+import argparse, contextlib, dataclasses, inspect, json, math, os, shutil, sys, time, warnings
 import torch
 from fastcore.docments import docments
 from pathlib import Path
 
 from . import __version__
 from .core import (UserError, argname, atomic_open, check_batch_memory, check_count, check_device, check_not_input,
-                            check_writable, claim_folder, command_line, fresh_folder, option, QuietWhenClosed, remove_stale_temps)
-from .data import FlowerData, valid_folder
+                            check_writable, claim_folder, command_line, fresh_folder, option, QuietWhenClosed, RUN_LOCK,
+                            remove_stale_temps)
+from .data import FlowerData, describe_data, valid_folder
 from .photos import sample_path
 from .distributed import Dist, DistributedError, dist_env
 from .flowers102 import flowers102_folder
@@ -143,21 +144,28 @@ def _same_run(resume, ckpt, arch:str, size:int, r:Recipe):
     for name, then, now in pairs:
         if then != now: raise UserError(f"{resume} is from a run with {option(name, then)}, not {option(name, now)}: resume with {option(name, then)}")
 
-def _finished(ckpt, r:Recipe) -> bool:
-    "Whether the run in `ckpt` trained every epoch it was to train."
+def _finished(resume:Path, ckpt, r:Recipe) -> dict:
+    "`train_job`'s answer, with nothing written, if the run in `ckpt` trained every epoch it was to train; else None."
     ts = ckpt['train_state']
-    return ts['fit_epoch'] == ts['fit_epochs'] and (ts['stage'] != 'frozen' or not r.epochs)
+    if ts.get('fit_epoch', 0) < ts.get('fit_epochs', 1) or (ts['stage'] == 'frozen' and r.epochs): return None
+    _say(f"{resume} is from a run that finished all its epochs: nothing to resume; its best.pth is the model to predict with")
+    return dict(out=resume.parent, checkpoint=resume.parent/'best.pth', metrics=None, learner=None)
 
 def _same_classes(resume, ckpt, fd):
     if [str(c) for c in fd.classes] != list(ckpt['classes']) or list(fd.names) != list(ckpt['names']):
         raise UserError(f"{resume} was trained on other classes than {argname('data')} {fd.path} holds ({len(ckpt['classes'])} then, "
                         f"{len(fd.classes)} now, or other ids or names): resume with the data it was trained on")
 
-def _carry_best(resume, out, overwrite):
-    "Resuming into another folder: copy the run's best.pth there, so that the best epoch so far is not lost."
-    best = resume.parent/'best.pth'
-    if out.resolve() == resume.parent.resolve() or not best.is_file(): return
+@contextlib.contextmanager
+def _carry_best(resume, out, overwrite, carry:bool=True):
+    "Resuming into another folder: copy the run's best.pth there while the block runs; a resume refused before it wrote anything of its own takes the copy back."
+    best = resume.parent/'best.pth' if carry and resume is not None else None
+    if best is None or out.resolve() == resume.parent.resolve() or not best.is_file(): yield; return
     with open(best, 'rb') as src, atomic_open(out/'best.pth', overwrite, binary=True) as dst: shutil.copyfileobj(src, dst)
+    try: yield
+    except BaseException:
+        if {p.name for p in out.iterdir()} <= {'best.pth', RUN_LOCK}: (out/'best.pth').unlink(missing_ok=True)
+        raise
 
 # %% ../nbs/05_cli.ipynb #bd9c939c
 _STAGE_WORDS = dict(frozen='stage 1, the head alone', partial='stage 2, the body after its frozen stages', unfrozen='stage 2, everything')
@@ -222,6 +230,20 @@ def _metrics(learn, r:Recipe, arch, fd, seed, lr_find, frozen_bf16, bf16, budget
                 best_val_acc=learn.best_acc, seconds=round(time.time() - t0, 1), total_seconds=round(time.time() - t_start, 1),
                 time_budget=budget, classes=fd.classes, names=fd.names, history=learn.history)
 
+# %% ../nbs/05_cli.ipynb #c9411cbb
+def _say_start(learn, arch:str, r:Recipe, out:Path):
+    "One line on what is about to train, on what, and where it writes."
+    fd, dist = learn.data, learn.dist
+    _say(f"training {arch} at {fd.size} px on {learn.device}: {len(fd.train_ds)} training and {len(fd.valid_ds)} "
+         f"validation images in {fd.n_classes} classes; writing into {out}" +
+         (f"; {dist.world_size} processes, {r.bs} images per step over all of them" if dist.enabled else ''))
+
+def _save_run(learn, out:Path, metrics:dict):
+    "The run's curves, per-epoch plot and metrics, into its own folder (its files are its to replace)."
+    _save_fig(learn.plot_curves(), out/'curves.png', True)
+    _save_fig(learn.plot_epochs(), out/'epochs.png', True)
+    _write_json(out/'metrics.json', metrics, True)
+
 # %% ../nbs/05_cli.ipynb #ff870dc1
 def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and maybe `cat_to_name.json`
               arch:str=None, # Backbone, one of `flower_tl.models.ARCHS`; None: ResNet-50 on a GPU with its weights, else EfficientNet-Lite0
@@ -259,31 +281,23 @@ def train_job(data, # Folder with `train/<category>/`, `valid/<category>/` and m
     if resume is not None:
         resume, ckpt, out, overwrite = _resume_plan(resume, out, overwrite, lr_find, budget)
         _same_run(resume, ckpt, arch, size, r)
-        if _finished(ckpt, r):
-            _say(f"{resume} is from a run that finished all its epochs: nothing to resume; its best.pth is the model to predict with")
-            return dict(out=resume.parent, checkpoint=resume.parent/'best.pth', metrics=None, learner=None)
+        if (done := _finished(resume, ckpt, r)) is not None: return done
     if out is not None: check_not_input(out, 'out', {'data': data, 'weights': weights})
     if dist.local_rank: dist.barrier('waiting for the first process of this machine to fetch the weights')
     fd, model = _setup(data, arch, weights, size, r.bs, valid, num_workers, seed, download)
     if not dist.local_rank: dist.barrier('waiting for the other processes to read the data')
     r.stage2_start(model)
     if ckpt is not None: _same_classes(resume, ckpt, fd)
-    with run_folder(out, f'{arch}-', overwrite, dist) as out:   # rank 0 owns it; a refused run leaves no folder
-        if ckpt is not None and dist.is_main: _carry_best(resume, out, overwrite)
+    with run_folder(out, f'{arch}-', overwrite, dist) as out, _carry_best(resume, out, overwrite, dist.is_main):
         learn = Learner(fd, model, loss_func=r.loss_func(), device=device, path=out, seed=seed, dist=dist, cbs=cbs, progress=progress)
         if frozen_bf16: learn.set_precision(frozen='bf16')
-        _say(f"training {arch} at {fd.size} px on {learn.device}: {len(fd.train_ds)} training and {len(fd.valid_ds)} "
-             f"validation images in {fd.n_classes} classes; writing into {out}" +
-             (f"; {dist.world_size} processes, {r.bs} images per step over all of them" if dist.enabled else ''))
+        _say_start(learn, arch, r, out)
         bf16 = _check_bf16(learn) if frozen_bf16 else None
         if budget is not None: r = _plan(learn, r, budget)
         t0 = time.time()
         r = _fit(learn, r, resume, out, lr_find, overwrite, lr2_given=settings.get('lr2') is not None)
         metrics = _metrics(learn, r, arch, fd, seed, lr_find, frozen_bf16, bf16, budget, t0, t_start)
-        if dist.is_main:
-            _save_fig(learn.plot_curves(), out/'curves.png', True)   # the run's own folder: its files are its to replace
-            _save_fig(learn.plot_epochs(), out/'epochs.png', True)
-            _write_json(out/'metrics.json', metrics, True)
+        if dist.is_main: _save_run(learn, out, metrics)
     _say(closing_line(learn, out))
     return dict(out=out, checkpoint=out/'best.pth', metrics=metrics, learner=learn)
 
@@ -341,7 +355,7 @@ def predict_job(checkpoint, # A checkpoint written by `flower_tl train` or `save
                 device=None, # 'cpu', 'cuda', ...; a GPU if there is one when None
                 progress:bool=None, # Progress bar: None for one in a notebook or on a terminal, never into a log
                ): # The `Predictions`
-    "`flower_tl predict`: predict every image of a folder, in batches, into the classic `file_name,id` CSV."
+    "`flower_tl predict`: predict every image of a folder, in batches, into a `file_name,id` CSV."
     csv = check_writable(Path(csv).expanduser(), overwrite)
     images = _need_dir(images, 'image folder')
     check_not_input(csv, 'csv', {'checkpoint': checkpoint, 'images': images})
@@ -389,20 +403,6 @@ def evaluate_job(checkpoint, # A checkpoint written by `flower_tl train` or `sav
 # %% ../nbs/05_cli.ipynb #e100dfd2
 DEMO_SIZE, DEMO_FREEZE_EPOCHS, DEMO_EPOCHS = 128, 5, 1
 
-def describe_data(path, # Folder with `train/` and `valid/` (one subfolder per category id), maybe `test/`
-                  valid:str=None, # The validation folder's name; `valid`, or a lone `val`, if None
-                 ) -> dict: # Number of images per split and category id
-    "Print, and return, how many images of each class a data folder has: those training reads, checked as it checks them."
-    fd = FlowerData.from_folder(_need_dir(path, 'data folder'), num_workers=0, valid=valid)
-    summary = {}
-    for split, ds in (('train', fd.train_ds), ('valid', fd.valid_ds)):
-        n = collections.Counter(ds.targets)
-        summary[split] = {c: n[i] for i, c in enumerate(fd.classes)}
-        print(f"{split}: {len(ds)} images in {fd.n_classes} classes")
-        for c, k in summary[split].items(): print(f"  {c:>4} {fd.cat_to_name(c):<28} {k:4d}")
-    if fd.test_ds is not None: print(f"test: {len(fd.test_ds)} unlabelled images")
-    return summary
-
 # %% ../nbs/05_cli.ipynb #dfcbdf5d
 def _test_score(path, out) -> float:
     "Predict `path/test` into `out`'s CSV and score it against `test_labels.csv` if there is one; the accuracy, or None."
@@ -428,16 +428,16 @@ def demo(data=None, # Folder with `train/`, `valid/`, maybe `test/` and `test_la
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(claim_folder(out, overwrite) if out is not None else fresh_folder('flower_tl_demo'))
         summary = describe_data(path)
-        _say(f"\n== 1/3 train")
+        _say("\n== 1/3 train")
         res = train_job(path, 'efficientnet_lite0', epochs=epochs, freeze_epochs=freeze_epochs, size=size, bs=32,
                         num_workers=num_workers, out=out/'train', device=device, download=False, progress=progress)
         ckpt, files, test_acc = res['checkpoint'], [], None
         if (path/'test').is_dir():
-            _say(f"\n== 2/3 predict test/ to CSV")
+            _say("\n== 2/3 predict test/ to CSV")
             predict_job(ckpt, path/'test', out/'test_predictions.csv', device=device, progress=progress)
             files.append(('test_predictions.csv', 'predictions for test/, header file_name,id'))
             if (path/'test_labels.csv').is_file(): test_acc = _test_score(path, out)
-        _say(f"\n== 3/3 evaluate on valid/")
+        _say("\n== 3/3 evaluate on valid/")
         evaluate_job(ckpt, valid_folder(path), out/'valid_evaluation.json', out/'valid_mistakes.png', device=device, progress=progress)
     files = [('train/best.pth', 'the checkpoint to predict with (flower_tl predict --checkpoint ...)'),
              ('train/last.pth', 'the last epoch, with optimizer state, to resume'),
@@ -522,7 +522,7 @@ def _parser() -> argparse.ArgumentParser:
     l.add_argument('--plot', type=Path, default=Path('lr_find.png'), metavar='FILE', help="the plot (default: lr_find.png)")
     pr = sub.add_parser('predict', parents=[pp['common'], pp['scoring'], pp['out']], help="predict a folder of images into a CSV",
                         description="Predict every image of a folder (flat or nested) in batches, and write the "
-                        "classic CSV with the header file_name,id.")
+                        "CSV with the header file_name,id.")
     pr.add_argument('--images', type=Path, required=True, metavar='DIR', help="folder of images to predict")
     pr.add_argument('--csv', type=Path, required=True, metavar='OUT.csv', help="the CSV to write")
     pr.add_argument('--topk', type=int, default=1, metavar='K', help="add a topk column with the K best id:prob")

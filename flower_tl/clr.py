@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Callable, Union
 
 import numpy as np
+from fastcore.basics import patch
 import torch
 from torch import nn
 
@@ -84,7 +85,7 @@ def _curve(lrs, losses):
 def min_div10(lrs:list, # Learning rates, increasing
               losses:list, # Smoothed loss at each rate
              ) -> float: # The suggested rate (nan for an empty curve)
-    "The classic rule: a tenth of the rate at which the smoothed loss is lowest."
+    "fastai's rule: a tenth of the rate at which the smoothed loss is lowest."
     lrs, losses = _curve(lrs, losses)
     return float(lrs[np.nanargmin(losses)]/10) if len(lrs) else math.nan
 
@@ -179,6 +180,7 @@ def _snapshot(modules:list, optimizer, dl, cuda:bool) -> dict:
                 gens=[(g, g.get_state()) for g in _loader_generators(dl)],
                 iterator=getattr(dl, '_iterator', None))
 
+# %% ../nbs/02_clr.ipynb #6a3a83de
 @torch.no_grad()
 def _restore(snap:dict, optimizer, dl):
     "Put back what `_snapshot` copied, bit for bit, into the very objects it was copied from."
@@ -240,37 +242,41 @@ class LRFinderResult:
                 f"suggestion {self.suggestion:.2g} ({self.rule}); {others}" +
                 ("" if self.turned else "; the loss never turned up: raise end_lr to see where it does"))
 
-    def plot(self,
-             ax=None, # Axes to draw on; a new figure if None
-            ): # The figure
-        "Loss against learning rate (log axis), raw and smoothed, with each rule's suggestion marked."
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6, 3.6)) if ax is None else (ax.figure, ax)
-        lrs, sm = np.array(self.lrs), np.array(self.smoothed_losses)
-        ax.plot(lrs, self.losses, color='0.7', lw=0.8, label='loss of each batch')
-        ax.plot(lrs, sm, color='C0', lw=2, label='smoothed loss')
-        for (name, lr), mark in zip(self.suggestions.items(), 'ovs^Dp'):
-            if not (math.isfinite(lr) and len(lrs)): continue
-            chosen = name == self.rule
-            ax.plot([lr], [np.interp(np.log(lr), np.log(lrs), sm)], mark, ms=9 if chosen else 6,
-                    mfc='C3' if chosen else 'none', mec='C3', label=f"{name}: {lr:.1e}" + (' (chosen)' if chosen else ''))
-        if len(sm):  # frame the fall: from the highest point before the minimum down to the minimum
-            i = int(np.nanargmin(sm)); lo, hi = sm[i], np.nanmax(sm[:i+1])
-            pad = 0.15*(hi - lo) if hi > lo else 0.1*abs(hi) + 1e-3
-            ax.set_ylim(lo - pad, hi + 2*pad)
-        ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss')
-        ax.legend(fontsize=8, loc='lower left'); ax.grid(True, alpha=0.3)
-        return fig
+# %% ../nbs/02_clr.ipynb #9b61ec7b
+@patch
+def plot(self:LRFinderResult,
+         ax=None, # Axes to draw on; a new figure if None
+        ): # The figure
+    "Loss against learning rate (log axis), raw and smoothed, with each rule's suggestion marked."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.6)) if ax is None else (ax.figure, ax)
+    lrs, sm = np.array(self.lrs), np.array(self.smoothed_losses)
+    ax.plot(lrs, self.losses, color='0.7', lw=0.8, label='loss of each batch')
+    ax.plot(lrs, sm, color='C0', lw=2, label='smoothed loss')
+    for (name, lr), mark in zip(self.suggestions.items(), 'ovs^Dp'):
+        if not (math.isfinite(lr) and len(lrs)): continue
+        chosen = name == self.rule
+        ax.plot([lr], [np.interp(np.log(lr), np.log(lrs), sm)], mark, ms=9 if chosen else 6,
+                mfc='C3' if chosen else 'none', mec='C3', label=f"{name}: {lr:.1e}" + (' (chosen)' if chosen else ''))
+    if len(sm):  # frame the fall: from the highest point before the minimum down to the minimum
+        i = int(np.nanargmin(sm)); lo, hi = sm[i], np.nanmax(sm[:i+1])
+        pad = 0.15*(hi - lo) if hi > lo else 0.1*abs(hi) + 1e-3
+        ax.set_ylim(lo - pad, hi + 2*pad)
+    ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss')
+    ax.legend(fontsize=8, loc='lower left'); ax.grid(True, alpha=0.3)
+    return fig
 
-    def plot_lr(self,
-                ax=None, # Axes to draw on; a new figure if None
-               ): # The figure
-        "The top learning rate at each iteration (log axis): a straight line for a geometric sweep."
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(5, 3)) if ax is None else (ax.figure, ax)
-        ax.plot(range(len(self.lrs)), self.lrs)
-        ax.set_yscale('log'); ax.set_xlabel('iteration'); ax.set_ylabel('learning rate'); ax.grid(True, alpha=0.3)
-        return fig
+# %% ../nbs/02_clr.ipynb #599f55fd
+@patch
+def plot_lr(self:LRFinderResult,
+            ax=None, # Axes to draw on; a new figure if None
+           ): # The figure
+    "The top learning rate at each iteration (log axis): a straight line for a geometric sweep."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3)) if ax is None else (ax.figure, ax)
+    ax.plot(range(len(self.lrs)), self.lrs)
+    ax.set_yscale('log'); ax.set_xlabel('iteration'); ax.set_ylabel('learning rate'); ax.grid(True, alpha=0.3)
+    return fig
 
 # %% ../nbs/02_clr.ipynb #b8b367ff
 def _batches(dl):

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['RUN_LOCK', 'UserError', 'where_running', 'LogProgress', 'progress', 'QuietWhenClosed', 'loss_or_inf', 'check_count',
-           'check_positive', 'command_line', 'argname', 'option', 'file_kind', 'check_folder', 'check_writable',
+           'check_positive', 'command_line', 'argname', 'option', 'said', 'file_kind', 'check_folder', 'check_writable',
            'temp_path', 'remove_stale_temps', 'atomic_open', 'check_not_input', 'claim_folder', 'fresh_folder',
            'default_device', 'check_device', 'check_batch_memory', 'amp_dtype', 'autocast', 'to_device', 'fastest']
 
@@ -135,6 +135,13 @@ def option(name:str, # The Python argument's name
     if not _CLI.get(): return f"{name}={value!r}"
     if value is False: return '--no-' + argname(name, flag)[2:]
     return argname(name, flag) + ('' if value is True else ' ' + shlex.quote(str(value)))
+
+# %% ../nbs/00_core.ipynb #dba528b8
+def said(python:str, # The words for a Python caller, e.g. 'pass names=False'
+         cli:str, # The words for the command's user, e.g. 'move the file away'
+        ) -> str: # `cli` within `command_line()`, else `python`
+    "Advice in the words of whoever will read it: the command's user or a Python caller."
+    return cli if _CLI.get() else python
 
 # %% ../nbs/00_core.ipynb #e6e27b25
 def file_kind(st:os.stat_result, # From `os.stat` or `os.lstat`
@@ -277,6 +284,18 @@ def _spell(name) -> str:
     "`argname` of `name`, or of `(name, flag)`."
     return argname(*name) if isinstance(name, tuple) else argname(name)
 
+def _linked_inside(path, folder) -> Path:
+    "The file inside `folder` that existing file `path` is a hard link to, or None (only a file with several links is looked for)."
+    try: st = os.stat(path)
+    except (OSError, ValueError): return None
+    if st.st_nlink < 2 or not os.path.isdir(folder): return None
+    for root, _, files in os.walk(folder):
+        for f in files:
+            try: other = os.stat(os.path.join(root, f), follow_symlinks=False)
+            except OSError: continue
+            if os.path.samestat(st, other): return Path(root)/f
+    return None
+
 def _same_file(a, b) -> bool:
     "Whether `a` and `b` both exist and are one file or folder (through links, hard links or bind mounts)."
     try: return os.path.samestat(os.stat(a), os.stat(b))
@@ -300,6 +319,11 @@ def check_not_input(output, # The file or folder about to be written
         if how == 'is' and os.path.abspath(out) != os.path.abspath(inp): how = 'is the same file as'
         raise UserError(f"{_spell(name)} {out} {how} {_spell(key)} {inp}: flower_tl never writes over what it reads, "
                         f"with {option('overwrite')} or without; give {_spell(name)} {fix}")
+    for key, inp in inputs.items():   # a hard link to a file inside an input folder is that file
+        twin = None if inp is None else _linked_inside(out, inp)
+        if twin is not None:
+            raise UserError(f"{_spell(name)} {out} is the same file as {twin} in {_spell(key)} {inp} (a hard link): "
+                            f"flower_tl never writes over what it reads; give {_spell(name)} another path")
     return out
 
 # %% ../nbs/00_core.ipynb #3986bf2f
@@ -340,7 +364,8 @@ def _lock(lock:Path) -> int: # An open descriptor that holds `lock`, or -1 if a 
             try: same = os.path.samestat(os.fstat(fd), os.lstat(lock))
             except FileNotFoundError: same = False
             if not same: os.close(fd); continue   # released and removed between our open and our lock: again
-        os.ftruncate(fd, 0); os.write(fd, f"{os.getpid()}\n".encode())
+        try: os.ftruncate(fd, 0); os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError: os.close(fd); raise   # a full disk: the caller says so
         return fd
 
 def _unlock(lock:Path, fd:int):
@@ -357,7 +382,14 @@ def _in_use(path:Path) -> UserError:
 @contextlib.contextmanager
 def _claimed(path:Path, made:list):
     "Hold the run lock of folder `path` while the block runs; on an error, remove the folders in `made` that are empty."
-    fd = _lock(path/RUN_LOCK)
+    try: fd = _lock(path/RUN_LOCK)
+    except OSError as e:
+        with contextlib.suppress(OSError): os.unlink(path/RUN_LOCK)
+        for p in made:
+            with contextlib.suppress(OSError): p.rmdir()
+        if _full_disk(e) is None: raise
+        raise UserError(f"no space left on the device of {path} to start a run there: free some space, "
+                        f"or give another {argname('out')}") from None
     if fd < 0: raise _in_use(path)
     try: yield path
     except BaseException:

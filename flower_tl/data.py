@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_STATS', 'LITE_STATS', 'MIN_SIZE', 'LAYOUT', 'denormalize', 'train_transform', 'eval_transform', 'ImageList',
-           'TestDataset', 'Loader', 'FlowerData', 'check_same_classes', 'read_names', 'valid_folder', 'image_grid',
-           'show_batch', 'show_preds']
+           'TestDataset', 'Loader', 'FlowerData', 'check_same_classes', 'read_names', 'valid_folder', 'describe_data',
+           'image_grid', 'show_batch', 'show_preds']
 
 # %% ../nbs/00b_data.ipynb #2d7aea39
 import copy, json, operator, os, textwrap, warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from torchvision.transforms import v2
 
 from fastcore.basics import patch
 
-from .core import UserError, argname, check_count, option
+from .core import UserError, argname, check_count, option, said
 from .photos import PHOTO_FORMATS, few, load_rgb, nfc, sample_path, scan_images, shown, split_folder, warn_skipped
 
 # %% ../nbs/00b_data.ipynb #3c3a5be1
@@ -237,7 +238,7 @@ def from_folder(cls:FlowerData,
                 names=None, # JSON file of flower names; `path/'cat_to_name.json'` if there, when None; False: the ids
                 valid:str=None, # Name of the validation folder; `valid`, or a lone `val` (saying so), if None
                ) -> 'FlowerData':
-    "Read the classic folder layout: `train/<category>/*.jpg`, `valid/<category>/*.jpg`, optional `test/` and names."
+    "Read the ImageFolder layout: `train/<category>/*.jpg`, `valid/<category>/*.jpg`, optional `test/` and names."
     return cls(*_read_folder(sample_path() if path is None else path, names, valid), size=size, mean=mean, std=std,
                bs=bs, num_workers=num_workers, seed=seed, pin_memory=pin_memory)
 
@@ -343,7 +344,7 @@ def read_names(names, # A JSON file or dict of `{category id: flower name}`; Fal
     mapping = {nfc(str(k)): v for k, v in mapping.items()}
     missing = [c for c in classes if nfc(c) not in mapping]
     if missing: raise UserError(f"{src} has no name for categor{'y' if len(missing) == 1 else 'ies'} {few(map(shown, missing))}: "
-                                f"add them, or pass names=False to use the category ids as names")
+                                f"add them, or {said('pass names=False', 'move it away')} to use the category ids as names")
     notext = [c for c in classes if not isinstance(mapping[nfc(c)], str)]
     if notext: raise UserError(f"{src}: the names of categories {few(map(shown, notext))} are not text")
     return [mapping[nfc(c)] for c in classes]
@@ -392,6 +393,21 @@ def _read_folder(path:Path, names, valid:str=None) -> tuple:
     warn_skipped(path, skipped + vskipped)
     return path, _folder_split(train, classes, path/'train'), _folder_split(valid, classes, vfolder), test, name_list
 
+# %% ../nbs/00b_data.ipynb #f35d27fb
+def describe_data(path, # Folder with `train/` and `valid/` (one subfolder per category id), maybe `test/`
+                  valid:str=None, # The validation folder's name; `valid`, or a lone `val`, if None
+                 ) -> dict: # Number of images per split and category id
+    "Print, and return, how many images of each class a data folder has: those training reads, checked as it checks them."
+    fd = FlowerData.from_folder(path, num_workers=0, valid=valid)
+    summary = {}
+    for split, ds in (('train', fd.train_ds), ('valid', fd.valid_ds)):
+        n = Counter(ds.targets)
+        summary[split] = {c: n[i] for i, c in enumerate(fd.classes)}
+        print(f"{split}: {len(ds)} images in {fd.n_classes} classes")
+        for c, k in summary[split].items(): print(f"  {c:>4} {fd.cat_to_name(c):<28} {k:4d}")
+    if fd.test_ds is not None: print(f"test: {len(fd.test_ds)} unlabelled images")
+    return summary
+
 # %% ../nbs/00b_data.ipynb #3f24e2d6
 def image_grid(images:list, # Images as `imshow` takes them: PIL images, or `(h, w, 3)` arrays
                titles:list, # A title for each image; long ones are wrapped
@@ -414,6 +430,7 @@ def image_grid(images:list, # Images as `imshow` takes them: PIL images, or `(h,
     plt.close(fig)  # the caller gets the figure; pyplot does not keep it (nor show it a second time)
     return fig
 
+# %% ../nbs/00b_data.ipynb #818eec26
 def _pick(n_items:int, n:int, seed:int) -> list:
     return sorted(np.random.default_rng(seed).choice(n_items, size=min(n, n_items), replace=False).tolist())
 
@@ -433,6 +450,7 @@ def show_batch(data:FlowerData, # The data to draw from
     titles = [data.idx_to_name(it[1]) if ds.labelled else it[2] for it in items]
     return image_grid([denormalize(it[0], data.mean, data.std) for it in items], titles, ['black']*len(items), ncols)
 
+# %% ../nbs/00b_data.ipynb #34f571ce
 def show_preds(data:FlowerData, # The data the predictions are for
                preds, # Predicted class index of every image of `split`, in dataset order (or one row of scores per image)
                split:str='valid', # 'train', 'valid' or 'test'

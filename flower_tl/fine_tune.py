@@ -61,7 +61,7 @@ class Recipe:
     lr2:float=None # Learning rate of the head in stage 2; None: chosen by `stage2_lr`
     lr2_cap:float=1.0 # A measured `lr2` is at most this times `lr` (above 1: for a stage 2 of `lr2_cap_steps` steps or more)
     lr2_cap_steps:int=1000 # A shorter stage 2 stops at stage 1's rate whatever `lr2_cap` says, and runs no range test
-    lr2_frac:float=0.5 # Stage 2's rate as a fraction of `lr` where no range test chooses it
+    lr2_frac:float=0.1 # Stage 2's rate as a fraction of `lr` where no range test chooses it
     body_div:float=10.0 # In stage 2 the body learns this many times slower than the head
     freeze_to:Union[int,str]=None # What stage 2 trains: None, 'all' or 0 (everything), 'late', 'last', or its first stage
     views:int=1 # Augmented views of each photo in the caches of frozen stages
@@ -116,18 +116,18 @@ def loss_func(self:Recipe) -> nn.Module: return nn.CrossEntropyLoss(label_smooth
 # %% ../nbs/03a_fine_tune.ipynb #33af0f47
 DEFAULT_LR = 1e-2
 GPU_RECIPE = Recipe(bs=32, freeze_epochs=1, epochs=5, lr=DEFAULT_LR, body_div=10.0, freeze_to='all', views=1)
-QUICK_RECIPE = Recipe(bs=64, freeze_epochs=20, epochs=6, lr=0.05, body_div=2.0, freeze_to='last', views=0, clean=True,
-                      flip=True, label_smoothing=0.1)   # the last block on cached inputs: minutes on a CPU
-CPU_RECIPE = QUICK_RECIPE.replace(bs=32, epochs=10, lr2_cap=2.0, body_div=10.0, freeze_to='late', flip=False, cache=False,
-                                  progressive=True)   # on photos, smaller ones first
-LONG_RECIPE = CPU_RECIPE.replace(epochs=12, lr2_cap=1.0, freeze_to='all', progressive=False)   # the same stage 1, then everything
+QUICK_RECIPE = Recipe(bs=64, freeze_epochs=20, epochs=6, lr=0.05, lr2_frac=0.5, body_div=2.0, freeze_to='last', views=0,
+                      clean=True, flip=True, label_smoothing=0.1)   # the last block on cached inputs: minutes on a CPU
+CPU_RECIPE = QUICK_RECIPE.replace(bs=32, epochs=10, lr2_cap=2.0, lr2_frac=1.0, body_div=10.0, freeze_to='late', flip=False,
+                                  cache=False, progressive=True)   # on photos, smaller ones first
+LONG_RECIPE = CPU_RECIPE.replace(epochs=12, lr2_cap=1.0, lr2_frac=0.5, freeze_to='all', progressive=False)   # the same stage 1, then everything
 RECIPES = dict(cpu=CPU_RECIPE, quick=QUICK_RECIPE, gpu=GPU_RECIPE, long=LONG_RECIPE)
 
 def recipe(device, # Where training runs: 'cpu', 'cuda', ...
            arch:str='resnet50', # Backbone, one of `flower_tl.models.ARCHS`
            name:str=None, # 'cpu', 'quick', 'gpu' or 'long' (a key of `RECIPES`); None: the one for `device` and `arch`
           ) -> Recipe: # With `freeze_to` as a number for `arch`
-    "The recipe `flower_tl train` uses unless told otherwise: the classic one on a GPU, the CPU one (a ResNet: the quick one) on a CPU."
+    "The recipe `flower_tl train` uses unless told otherwise: the whole network on a GPU, the CPU one (a ResNet: the quick one) on a CPU."
     if name is None: name = 'gpu' if torch.device(device).type != 'cpu' else 'cpu' if arch == 'efficientnet_lite0' else 'quick'
     if name not in RECIPES: raise UserError(f"{argname('recipe')} must be one of {', '.join(RECIPES)}; got {name!r}")
     r = RECIPES[name]
@@ -145,7 +145,7 @@ def stage2_lr(learn:Learner, # After stage 1, with stage 2's stages unfrozen
     "Stage 2's rate for the head: given, or measured by a range test of stage 2 where the stage is long enough to pay for one, else `lr2_frac` of stage 1's."
     cap = r.lr2_cap if r.lr2_cap <= 1 or steps >= r.lr2_cap_steps else 1.0
     rule, floor = r.lr*r.lr2_frac, r.lr/100
-    by_rule = f"{r.lr2_frac:g} of stage 1's rate"
+    by_rule = "stage 1's rate" if r.lr2_frac == 1 else f"{r.lr2_frac:g}x stage 1's rate"
     if r.lr2 is not None: return r.lr2, 'given', cap
     if resumed: return rule, 'resumed', cap   # a stand-in: the optimizer's state holds the run's rates
     if steps < r.lr2_cap_steps:
@@ -185,10 +185,10 @@ class Stage2Watch(Callback):
         l = self.learn
         last = l.history[-1] if l.history else None
         if self.stop or last is None or last['stage'] == 'frozen' or self.state is None: return
-        if last['val_loss'] > self.loss and last['val_acc'] <= self.acc:
-            l.model.load_state_dict(self.state)
+        if last['val_loss'] > self.loss and last['val_acc'] <= self.acc:   # back to the best weights, as in best.pth
+            l.model.load_state_dict(l.best_state if l.best_state is not None else self.state)
             self._say(f"stage 2 ended below the head (validation loss {last['val_loss']:.3g} against {self.loss:.3g}, accuracy "
-                      f"{last['val_acc']:.1%} against {self.acc:.1%}): the model holds the head's weights again")
+                      f"{last['val_acc']:.1%} against {self.acc:.1%}): the model holds the best weights again (epoch {l.best_epoch})")
     def _say(self, msg:str):
         self.learn.stage_lrs['stage2_note'] = msg
         if self.learn.verbose: print(msg, flush=True)

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 
 from .core import UserError
-from .data import IMAGENET_STATS, LAYOUT, FlowerData, ImageList, check_same_classes, read_names
+from .data import LAYOUT, FlowerData, ImageList, check_same_classes, read_names
 from .photos import few
 
 # %% ../nbs/00c_flowers102.ipynb #765a75ad
@@ -73,6 +73,7 @@ def _offline(e:BaseException) -> bool:
     return isinstance(e, (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror)) and \
            not isinstance(e, urllib.error.HTTPError)
 
+# %% ../nbs/00c_flowers102.ipynb #95c373ea
 def _download_flowers102(root:Path, timeout:float=60):
     try: import scipy.io
     except ImportError: raise UserError("the Oxford 102 split needs scipy to read its label files: pip install scipy") from None

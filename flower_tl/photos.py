@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .core import UserError, file_kind
+from .core import UserError, file_kind, said
 
 # %% ../nbs/00a_photos.ipynb #7525bf44
 def sample_path() -> Path: # The folder holding `train/`, `valid/`, `test/` and `cat_to_name.json`
@@ -254,7 +254,7 @@ def load_rgb(path, # An image file: a `str`, `bytes` or `os.PathLike` path
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         reason = _reason(e, path)
         raise BadImageError(f"cannot read image {shown(path)}: {reason}. Replace or remove that file; "
-                            "find_bad_images(folder) lists every unreadable image in a folder", path, reason) from e
+                            + said("find_bad_images(folder) lists every unreadable image in a folder", "then run again"), path, reason) from e
 
 # %% ../nbs/00a_photos.ipynb #bfcf2d42
 def _check_array(a:np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ def _mark_stages(ax, history, shift:float=0):
         if a['stage'] != b['stage']:
             ax.axvline(a['epoch'] + shift, color='gray', ls=':', label=f"from here: {_STAGES.get(b['stage'], b['stage'])}")
 
+# %% ../nbs/02e_plots.ipynb #71213580
 def plot_curves(history:list, # `Learner.history`: one dict per epoch
                 stats:AvgStats, # `Learner.train_stats`: one record per training batch
                 which:str=None, # 'train_loss', 'train_acc', 'valid_loss' or 'valid_acc'; all four if None
@@ -52,6 +53,7 @@ def plot_curves(history:list, # `Learner.history`: one dict per epoch
     plt.close(fig)
     return fig
 
+# %% ../nbs/02e_plots.ipynb #4810e412
 def plot_epochs(history:list, # `Learner.history`: one dict per epoch
                 figsize:tuple=(9, 3.2), # Figure size in inches
                ): # A matplotlib Figure

@@ -93,7 +93,7 @@ class Predictions:
                topk:int=1, # Above 1, add a `topk` column
                overwrite:bool=False, # Replace `path` if it exists
               ) -> Path:
-        "Write the classic `file_name,id` CSV (and any extra columns) atomically, rows in file-name order."
+        "Write the `file_name,id` CSV (and any extra columns) atomically, rows in file-name order."
         cols = ['file_name', 'id'] + ['name', 'prob']*details + ['topk']*(topk > 1)
         rows = self.rows(details, topk)
         _warn_names(path, self.files, rows)
@@ -292,7 +292,7 @@ def folder_to_csv(self:Predictor, folder, # A folder of images, flat or nested
                   overwrite:bool=False, # Replace `csv_path` if it exists
                   **kwargs, # Passed on to `predict_folder`: `bs`, `tta`, `skip_bad`, `num_workers`, `progress`
                  ) -> Predictions:
-    "Predict a folder and write the classic `file_name,id` CSV, refusing a bad `csv_path` before any work."
+    "Predict a folder and write the `file_name,id` CSV, refusing a bad `csv_path` before any work."
     check_writable(csv_path, overwrite); check_count(argname('topk'), topk, 1)
     check_not_input(csv_path, ('csv_path', '--csv'), {'checkpoint': self.checkpoint, ('folder', '--images'): folder})
     preds = self.predict_folder(folder, **kwargs)
@@ -333,7 +333,7 @@ def get_preds(self:Learner,
 @patch
 def predict(self:Learner,
             img, # A photo: a path, a PIL image, a uint8 array or a binary file (see `Predictor.predict`)
-            tta:bool=False, # Average with the mirror image's probabilities
+            tta:bool=True, # Average with the mirror image's probabilities, as a checkpoint's `Predictor` does by default
            ) -> tuple: # `(name, class index, probabilities)`
     "The flower name, class index and class probabilities of one photo, prepared as the validation images are."
     pred = Predictor.from_learner(self, tta)

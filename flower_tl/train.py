@@ -6,7 +6,7 @@
 __all__ = ['Learner', 'FrozenPrefix', 'ImageSource', 'progressive_sizes', 'resized']
 
 # %% ../nbs/03_train.ipynb #45f3e04f
-import functools, math, os, time, warnings
+import functools, math, time, warnings
 from pathlib import Path
 
 import torch
@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import (UserError, amp_dtype, argname, autocast, check_count, check_device, check_positive, fastest,
-                            progress, to_device)
+                            to_device)
 from .lookahead import sgd_lookahead
-from .loop import CancelEpochException, CancelFitException, CancelTrainException, CancelValidException, Loop, item_losses
+from .loop import CancelEpochException, CancelFitException, CancelTrainException, CancelValidException, Loop
 from .clr import lr_find
 from .distributed import Dist
 from .models import (arch_info, cpu_state, fold_bn, freeze, freeze_to, frozen_stages, get_head, keep_modes,
@@ -105,6 +105,18 @@ def set_precision(self:Learner,
     if self.amp_dtype == torch.float16:
         self.scaler = torch.amp.GradScaler('cuda') if hasattr(torch.amp, 'GradScaler') else torch.cuda.amp.GradScaler()
     return self
+
+# %% ../nbs/03_train.ipynb #a3ce2c92
+_LATER = {'fine_tune': 'fine_tune', 'get_preds': 'predict', 'predict': 'predict', 'show_results': 'predict'}
+
+def _missing_method(self:Learner, name:str):
+    "A method that a later module adds, asked for before that module is imported, names the import that brings it."
+    if name in _LATER:
+        m = _LATER[name]
+        raise AttributeError(f"Learner.{name} comes with flower_tl.{m}: `import flower_tl.{m}`, or `from flower_tl.all import *`")
+    raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+Learner.__getattr__ = _missing_method   # (a module-level `__getattr__` would be the module's own)
 
 # %% ../nbs/03_train.ipynb #734a8a51
 @patch(as_prop=True)

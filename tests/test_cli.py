@@ -48,8 +48,11 @@ def test_train_writes_checkpoint_curves_metrics(run):
     m = json.loads((out/'metrics.json').read_text())
     assert (m['arch'], m['size'], m['freeze_epochs'], m['epochs'], len(m['history'])) == ('efficientnet_lite0', 64, 2, 1, 3)
     assert m['lr_found'] and f"lr_find suggests lr={m['lr']:.3g}" in r.stdout
-    # the CPU recipe's lr2_cap is 2, but a stage 2 of 2 steps is far under LR2_CAP_STEPS: the ceiling in effect is recorded
-    assert m['lr2_cap'] == 1.0 and 'needs 1000 steps' in m['lr2_by'] and m['frozen_bf16'] is False and m['frozen_bf16_speedup'] is None, m
+    # the CPU recipe's lr2_cap is 2, but a stage 2 of 2 steps is far under its lr2_cap_steps (1000): the ceiling in effect
+    # is recorded, and the rate is lr2_frac of stage 1's, with no range test, saying why
+    assert m['lr2_cap'] == 1.0 and m['lr2'] == pytest.approx(m['lr2_frac']*m['lr']), m
+    assert 'a stage 2 of 2 steps is too short to pay for a range test (1000 or more)' in m['lr2_by'], m
+    assert m['frozen_bf16'] is False and m['frozen_bf16_speedup'] is None, m
     assert m['classes'] == ['1', '50', '77']
     # the best epoch's validation accuracy is the best of the history, and that epoch is the one best.pth holds
     assert m['best_val_acc'] == max(h['val_acc'] for h in m['history'])

@@ -4,7 +4,7 @@ from tests.conftest import ROOT, run_cli
 
 MODULES = ['flower_tl', 'flower_tl.core', 'flower_tl.photos', 'flower_tl.data', 'flower_tl.flowers102', 'flower_tl.lookahead', 'flower_tl.loop',
            'flower_tl.clr', 'flower_tl.distributed', 'flower_tl.models', 'flower_tl.cache', 'flower_tl.callbacks', 'flower_tl.plots',
-           'flower_tl.train', 'flower_tl.fine_tune', 'flower_tl.predict', 'flower_tl.interpret', 'flower_tl.cli']
+           'flower_tl.train', 'flower_tl.fine_tune', 'flower_tl.predict', 'flower_tl.interpret', 'flower_tl.cli', 'flower_tl.all']
 
 def test_imports_without_nbdev():
     # `sys.modules['x'] = None` makes any `import x` fail, as if x were not installed

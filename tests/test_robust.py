@@ -1,5 +1,5 @@
-"""Training that never fails silently (issue 16): the README's own Python example, the divergence guard from the
-command line, one test per trap that used to pass silently, and the GPU recipe run on this CPU."""
+"""Training that never fails silently: the README's own Python example, the divergence guard from the command line,
+one test per trap that could pass silently, and every recipe run on this CPU."""
 import json, os, re, subprocess, sys, textwrap
 
 import pytest
@@ -14,18 +14,18 @@ SAMPLE = sample_path()
 FAST = ['--workers', '0', '--device', 'cpu']
 
 def readme_python() -> str:
-    "The code block of the README's 'Using it from Python' section, verbatim."
+    "The first code block of the README's 'From Python' section, verbatim."
     text = (ROOT/'README.md').read_text()
-    section = text.split('## Using it from Python', 1)[1].split('\n## ', 1)[0]
+    section = text.split('## From Python', 1)[1].split('\n## ', 1)[0]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 @pytest.mark.outcome
 def test_readme_python_example(tmp_path):
-    "Run the README's example as a user would paste it; it must end well above chance on the sample (6 classes)."
+    "The README's example as a user would paste it: well above chance (6 classes); stage 2 trains at a rate >= 1e-4 and ends no worse than the head."
     check = textwrap.dedent("""
         import json, pathlib
         pathlib.Path('result.json').write_text(json.dumps(dict(history=learn.history, status=learn.status,
-                                                               valid=learn.validate())))
+                                                               valid=learn.validate(), stage_lrs=learn.stage_lrs)))
         """)
     script = tmp_path/'example.py'
     script.write_text(readme_python() + check)
@@ -36,8 +36,11 @@ def test_readme_python_example(tmp_path):
     final = res['history'][-1]
     assert final['val_acc'] >= 0.9, res['history']
     assert res['status'] == 'ok', res
-    head = max(h['val_acc'] for h in res['history'] if h['stage'] == 'frozen')
-    assert final['val_acc'] >= head - 1/24, res['history']   # stage 2 kept what the head reached (24 validation photos)
+    s = res['stage_lrs']
+    assert s['lr2'] >= 1e-4 and ('too short' in s['lr2_by'] or s['lr2_by'] == 'range test'), s   # a rate chosen for a reason
+    head = max((h for h in res['history'] if h['stage'] == 'frozen'), key=lambda h: h['val_acc'])
+    loss, acc = res['valid']                                  # the model the example ends with
+    assert loss <= head['val_loss'] + 1e-6 and acc >= head['val_acc'] - 1e-9, (res['valid'], head, s)
 
 def train(out, *args):
     return run_cli('train', '--data', SAMPLE, '--arch', 'efficientnet_lite0', '--out', out, *FAST, *args)
@@ -88,14 +91,17 @@ def test_every_recipe_on_the_cpu(tmp_path, name, freeze_to, cache, body_div, sta
     r = train(out, '--recipe', name, '--size', '64', '--freeze-epochs', '3', '--epochs', '2')
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out/'metrics.json').read_text())
-    assert (m['freeze_to'], m['cache'], m['body_div']) == (freeze_to, cache, body_div) and 'range test' in m['lr2_by'], m
+    assert (m['freeze_to'], m['cache'], m['body_div']) == (freeze_to, cache, body_div), m
+    assert m['lr2'] == pytest.approx(m['lr']*m['lr2_frac']) and 'too short to pay for a range test' in m['lr2_by'], m
     # the CPU recipes' stage 2 starts at most at twice (cpu) or once (quick, long) their head's rate (0.05, not gpu's
     # 0.01): on these 96 photos, 3 steps an epoch, a first epoch of much of the network can overshoot; the guard must
     # catch it and end on weights at least as good as the head's
     assert m['status'] in (('ok',) if name == 'gpu' else ('ok', 'recovered')), (m['status'], m['guard'])
-    assert [h['stage'] for h in m['history']] == ['frozen']*3 + [stage2]*2
+    stages = [h['stage'] for h in m['history']]
+    assert stages in (['frozen']*3 + [stage2]*2, ['frozen']*3 + [stage2]), stages   # Stage2Watch may end stage 2 early
     head = max(h['val_acc'] for h in m['history'] if h['stage'] == 'frozen')
-    assert m['history'][-1]['val_acc'] >= head - 1/24, m['history']
+    assert m['history'][-1]['val_acc'] >= head - 1/24 or m.get('stage2_note'), (m['history'], m.get('stage2_note'))
+    assert len(stages) == 5 or 'stopped after epoch 4' in m['stage2_note'], m.get('stage2_note')
 
 class NanOnce:
     "Cross-entropy, except for the call numbered `at`, whose loss is nan (fault injection: one batch blows up)."
@@ -148,25 +154,24 @@ def test_time_budget(tmp_path):
     r = train(tmp_path/'bad', '--time', 'soon')
     assert r.returncode == 2 and "--time: 'soon' is not a duration" in r.stderr, r.stderr
 
-def test_lr2_cap_applies_from_lr2_cap_steps():
-    "The CPU recipe's `lr2_cap=2` lifts stage 2's ceiling only for a stage 2 of `lr2_cap_steps` steps or more; shorter ones stop at stage 1's rate."
+def test_stage2_rate_by_length():
+    "A stage 2 shorter than `lr2_cap_steps` skips its range test for `lr2_frac` of stage 1's rate; a long enough one measures, within `lr2_cap` and the floor."
     import flower_tl.fine_tune as ft
     from flower_tl.train import Learner
     from flower_tl.models import arch_info, create_model
     info = arch_info('efficientnet_lite0')
     def stage2(min_steps):
-        "Stage 2's rate, and what its range test allowed (a tenth of the blow-up), with `lr2_cap_steps=min_steps`."
-        r = ft.recipe('cpu', 'efficientnet_lite0').replace(freeze_epochs=2, epochs=1, lr=0.01,   # well under the blow-up/10
-                                                           lr2_cap_steps=min_steps)
+        "Stage 2's rates, and its range test if one ran, with `lr2_cap_steps=min_steps`."
+        r = ft.recipe('cpu', 'efficientnet_lite0').replace(freeze_epochs=2, epochs=1, lr=0.01, lr2_cap_steps=min_steps)
         data = FlowerData.from_folder(SAMPLE, size=64, mean=info['mean'], std=info['std'], bs=r.bs, num_workers=0)
         learn = Learner(data, create_model('efficientnet_lite0', data.n_classes), loss_func=r.loss_func(), seed=0, progress=False)
         learn.fine_tune(recipe=r)
-        sweep = learn.stage2_lr_find
-        return r.lr, (sweep.lrs[-1]/10 if sweep.stop != 'done' else sweep.suggestion), learn.stage_lrs
-    lr, allowed, short = stage2(10**6)                     # 3 steps: the ceiling is stage 1's rate
-    assert allowed > lr, allowed                           # so that the two ceilings differ on the sample
-    assert short['lr2'] == pytest.approx(lr) and "needs 1000000 steps; this stage 2 has 3" in short['lr2_by'], short
-    assert short['lr2_cap'] == 1.0, short                  # the ceiling in effect, as metrics.json records it
-    lr, allowed, long = stage2(1)                          # "long enough": up to twice stage 1's rate
-    assert long['lr2'] == pytest.approx(min(allowed, 2*lr)) and long['lr2'] > lr and long['lr2_cap'] == 2.0, (allowed, long)
-    print(f"stage 1 at {lr}: the range test allowed {allowed:.3g}; stage 2 at {short['lr2']:.3g} (3 steps), {long['lr2']:.3g} (long enough)")
+        return r, getattr(learn, 'stage2_lr_find', None), learn.stage_lrs
+    r, sweep, short = stage2(10**6)                        # 3 steps: no range test, the recipe's fraction
+    assert sweep is None and short['lr2'] == pytest.approx(r.lr*r.lr2_frac) and short['lr2_cap'] == 1.0, short
+    assert "a stage 2 of 3 steps is too short to pay for a range test (1000000 or more)" in short['lr2_by'], short
+    r, sweep, long = stage2(1)                             # "long enough": measured, up to lr2_cap times stage 1's rate
+    assert sweep is not None and long['lr2_cap'] == r.lr2_cap, long
+    assert r.lr/100 <= long['lr2'] <= r.lr2_cap*r.lr, long
+    assert long['lr2_by'] == 'range test' or 'the range test allowed' in long['lr2_by'] or 'blew up' in long['lr2_by'], long
+    print(f"stage 1 at {r.lr}: stage 2 at {short['lr2']:.3g} (3 steps: {short['lr2_by']}), {long['lr2']:.3g} ({long['lr2_by']})")
