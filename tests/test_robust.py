@@ -13,11 +13,11 @@ from flower_tl.models import read_checkpoint
 SAMPLE = sample_path()
 FAST = ['--workers', '0', '--device', 'cpu']
 
-def readme_python() -> str:
-    "The first code block of the README's 'From Python' section, verbatim."
+def readme_python() -> list:
+    "The code blocks of the README's 'From Python' section, verbatim: the example, then the callback."
     text = (ROOT/'README.md').read_text()
     section = text.split('## From Python', 1)[1].split('\n## ', 1)[0]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 @pytest.mark.outcome
 def test_readme_python_example(tmp_path):
@@ -28,10 +28,11 @@ def test_readme_python_example(tmp_path):
                                                                valid=learn.validate(), stage_lrs=learn.stage_lrs)))
         """)
     script = tmp_path/'example.py'
-    script.write_text(readme_python() + check)
+    example, callback = readme_python()
+    script.write_text(example + check + callback + "\nprint('the callback trained', learn.history[-1]['epoch'])\n")
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=900,
                        env=dict(os.environ, MPLBACKEND='Agg'))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0 and 'the callback trained' in r.stdout, r.stderr[-3000:]
     res = json.loads((tmp_path/'result.json').read_text())
     final = res['history'][-1]
     assert final['val_acc'] >= 0.9, res['history']

@@ -53,6 +53,7 @@ def test_stage2_watch_rules():
     assert w.stop and 'stopped after epoch 2' in l.stage_lrs['stage2_note'] and l.loaded == {'w': 'head'}
     w, l = watch([dict(epoch=2, stage='partial', val_acc=0.84, val_loss=0.5, size=48)])   # smaller photos: a dip, not a collapse
     assert not w.stop and 'ended below the head' in l.stage_lrs['stage2_note']             # ... but it ended worse
+    assert l.stage_lrs['stage2_dips'] == [2]                                                # and the dip is on record
     w, l = watch([dict(epoch=2, stage='partial', val_acc=0.70, val_loss=0.9, size=48)])
     assert w.stop
     w, l = watch([dict(epoch=2, stage='unfrozen', val_acc=0.93, val_loss=0.45)])   # more accurate, higher loss: kept
