@@ -1,4 +1,4 @@
-import os, signal, sys, subprocess
+import os, shutil, signal, sys, subprocess
 from pathlib import Path
 import pytest
 
@@ -23,3 +23,14 @@ def run_cli(*args, timeout=600, env=None):
 
 @pytest.fixture
 def cli(): return run_cli
+
+@pytest.fixture(scope='module', autouse=True)
+def _module_folders(request, tmp_path_factory):
+    "The folders a test file's fixtures made (runs, checkpoints, data) go when its tests end, unless one failed: the temp folder stays small."
+    base = tmp_path_factory.getbasetemp()
+    before, failed = set(base.iterdir()), request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed: return   # kept to look at, as pytest keeps a failed test's folder
+    for p in set(base.iterdir()) - before:
+        if p.is_symlink() or not p.is_dir(): p.unlink(missing_ok=True)
+        else: shutil.rmtree(p, ignore_errors=True)

@@ -71,7 +71,7 @@ def calls_per_epoch(l): return len(l.data.train_dl) + len(l.data.valid_dl)
 def test_resume_after_interrupt_is_bitwise_identical(tmp_path, workers):
     "Ctrl-C in epoch 2, resume: the same weights and history as an uninterrupted run (which also shows two runs with one seed agree, workers or not)."
     n = 3 if workers == 0 else 2  # worker processes start at every epoch: slow on a small CPU
-    a = make(tmp_path/'a', workers=workers)
+    a = make(workers=workers)   # the reference run keeps no checkpoints: less on the disk
     a.fit(n, lr=0.05, sched='one_cycle')
     b = make(tmp_path/'b', workers=workers)
     b.loss_func = InterruptAt(calls_per_epoch(b) + 3)  # in epoch 2
@@ -88,7 +88,7 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path, workers):
 
 @pytest.mark.outcome
 def test_fine_tune_resumes_in_stage_two(tmp_path):
-    a = make(tmp_path/'a')
+    a = make()
     a.fine_tune(2, 0.05, freeze_epochs=2, recipe=Recipe(lr2=0.025))   # a fixed stage-2 rate: no range test to count loss calls of
     b = make(tmp_path/'b')
     n_frozen = len(b.data.train_dl) + len(b.data.valid_dl)  # cached stage 1: same number of loss calls
@@ -103,7 +103,7 @@ def test_fine_tune_resumes_in_stage_two(tmp_path):
 def test_progressive_fit_resumes_bitwise(tmp_path):
     "Smaller photos first (`fit(sizes=...)`); Ctrl-C in epoch 2, resume: the same sizes, weights and history; other sizes are refused."
     kw = dict(lr=0.05, sched='one_cycle', sizes=[32, 48, 64])
-    a = make(tmp_path/'a', size=64); a.fit(3, **kw)
+    a = make(size=64); a.fit(3, **kw)
     assert [r['size'] for r in a.history] == [32, 48, 64]
     b = make(tmp_path/'b', size=64)
     b.loss_func = InterruptAt(calls_per_epoch(b) + 2)  # in epoch 2
@@ -235,7 +235,7 @@ def test_real_sigint_leaves_loadable_checkpoints_and_resumes(tmp_path):
     last = read_checkpoint(run/'last.pth')
     assert 1 <= last['epoch'] <= epochs and read_checkpoint(run/'best.pth')['epoch'] <= last['epoch']
     assert not [f for f in run.iterdir() if f.name.endswith('.tmp')]
-    a = make(tmp_path/'a'); a.fit(epochs, lr=0.05, sched='one_cycle')
+    a = make(); a.fit(epochs, lr=0.05, sched='one_cycle')
     c = make(run); c.fit(epochs, lr=0.05, sched='one_cycle', resume=run/'last.pth')
     assert same_weights(a, c) and strip(c.history) == strip(a.history)
 
@@ -266,7 +266,7 @@ def test_lr_find_on_the_whole_model_leaves_everything_as_it_was():
 def test_partial_fine_tune_on_cached_inputs_resumes_bitwise(tmp_path):
     "Stage 2 trains the last stages on cached inputs of the frozen ones; Ctrl-C in it, resume: the same weights and history."
     kw = dict(recipe=Recipe(freeze_to=-3, clean=True, views=1, lr2=0.025))   # resnet18: the last block, the pooling and the head train
-    a = make(tmp_path/'a')
+    a = make()
     a.fine_tune(2, 0.05, freeze_epochs=1, **kw)
     assert [r['stage'] for r in a.history] == ['frozen', 'partial', 'partial'] and a.frozen_stages == 8
     assert a.cache.last.cut == 8 and a.cache.last.train[0].shape[:2] == (2, len(a.data.train_ds))
