@@ -379,14 +379,18 @@ def _in_use(path:Path) -> UserError:
     return UserError(f"output folder {path} is in use by another flower_tl run{f' (process {pid})' if pid else ''}: wait "
                      f"for it to end, or give another {argname('out')}; {option('overwrite')} never takes a live run's folder{stale}")
 
+def _remove_empty(made:list):
+    "Remove the folders of `made`, innermost first, that are empty; a folder that holds anything stays."
+    for p in made:
+        with contextlib.suppress(OSError): p.rmdir()
+
 @contextlib.contextmanager
 def _claimed(path:Path, made:list):
     "Hold the run lock of folder `path` while the block runs; on an error, remove the folders in `made` that are empty."
     try: fd = _lock(path/RUN_LOCK)
     except OSError as e:
         with contextlib.suppress(OSError): os.unlink(path/RUN_LOCK)
-        for p in made:
-            with contextlib.suppress(OSError): p.rmdir()
+        _remove_empty(made)
         full = _full_disk(e)
         if full is None: raise
         raise UserError(f"cannot start a run in {path}: {full.strerror or 'the disk is full'}; nothing was written. Free some "
@@ -395,8 +399,7 @@ def _claimed(path:Path, made:list):
     try: yield path
     except BaseException:
         _unlock(path/RUN_LOCK, fd); fd = -1
-        for p in made:
-            with contextlib.suppress(OSError): p.rmdir()   # only an empty folder goes
+        _remove_empty(made)
         raise
     finally:
         if fd >= 0: _unlock(path/RUN_LOCK, fd)
